@@ -1,0 +1,376 @@
+//! HTTP mechanics: the two ureq agents (bounded unary calls, long-lived streams), one POST to one
+//! endpoint with etcd's error body kept, failover across the endpoint list, and the auth token.
+
+use std::io::{BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use ureq::Agent;
+
+use super::wire::{AuthToken, ErrorBody};
+use super::Error;
+
+/// Largest unary answer accepted; etcd's own default request limit is 1.5 MiB.
+const MAX_BODY: u64 = 16 * 1024 * 1024;
+/// Largest single line of a stream (one watch message).
+pub(crate) const MAX_LINE: u64 = 16 * 1024 * 1024;
+/// How much of an error body is kept in an error message.
+const MAX_ERROR_TEXT: usize = 512;
+
+/// A streamed answer: a buffered reader over the response body, and the endpoint that serves it.
+pub(crate) struct Stream {
+    pub endpoint: String,
+    pub reader: BufReader<ureq::BodyReader<'static>>,
+}
+
+/// Username and password for etcd's auth.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <password>)", self.username)
+    }
+}
+
+/// The endpoints, the agents and the auth state shared by every call.
+pub(crate) struct Transport {
+    endpoints: Vec<String>,
+    unary: Agent,
+    stream: Agent,
+    /// The endpoint that answered last; calls start there.
+    current: AtomicUsize,
+    credentials: Option<Credentials>,
+    token: Mutex<Option<String>>,
+}
+
+impl Transport {
+    pub(crate) fn new(
+        endpoints: Vec<String>,
+        tls: ureq::tls::TlsConfig,
+        credentials: Option<Credentials>,
+        request_timeout: Duration,
+        watch_idle_timeout: Duration,
+    ) -> Transport {
+        let base = || {
+            Agent::config_builder()
+                .http_status_as_error(false)
+                .proxy(None)
+                .tls_config(tls.clone())
+                .user_agent(concat!("etcd-await-election/", env!("CARGO_PKG_VERSION")))
+        };
+        let unary = base()
+            .timeout_global(Some(request_timeout))
+            .build()
+            .new_agent();
+        let stream = base()
+            .timeout_connect(Some(request_timeout))
+            .timeout_send_request(Some(request_timeout))
+            .timeout_recv_response(Some(request_timeout))
+            .timeout_per_read(Some(watch_idle_timeout))
+            .max_idle_connections(0)
+            .build()
+            .new_agent();
+        Transport {
+            endpoints,
+            unary,
+            stream,
+            current: AtomicUsize::new(0),
+            credentials,
+            token: Mutex::new(None),
+        }
+    }
+
+    /// The endpoint calls currently start at.
+    pub(crate) fn current_endpoint(&self) -> &str {
+        &self.endpoints[self.current.load(Ordering::Relaxed) % self.endpoints.len()]
+    }
+
+    /// A unary call: POST `body` to `/v3/<op>` and decode the answer, failing over across endpoints.
+    pub(crate) fn call<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        body: &Value,
+    ) -> Result<T, Error> {
+        let (endpoint, bytes) = self.with_failover(op, |endpoint| {
+            self.with_token(endpoint, op, |token| {
+                self.post_unary(endpoint, op, body, token)
+            })
+            .map(|bytes| (endpoint.to_string(), bytes))
+        })?;
+        decode(&endpoint, op, &bytes)
+    }
+
+    /// A GET of a plain path such as `/health`, failing over across endpoints.
+    pub(crate) fn get(&self, op: &'static str, path: &str) -> Result<(String, Vec<u8>), Error> {
+        self.with_failover(op, |endpoint| {
+            let response = self
+                .unary
+                .get(format!("{endpoint}{path}"))
+                .call()
+                .map_err(|e| transport_error(endpoint, op, e))?;
+            read_answer(endpoint, op, response).map(|bytes| (endpoint.to_string(), bytes))
+        })
+    }
+
+    /// A streaming call: POST `body` to `/v3/<op>` and hand back the open body.
+    pub(crate) fn open_stream(&self, op: &'static str, body: &Value) -> Result<Stream, Error> {
+        self.with_failover(op, |endpoint| {
+            self.with_token(endpoint, op, |token| {
+                let response = self.post(&self.stream, endpoint, op, body, token)?;
+                let response = check_status(endpoint, op, response)?;
+                Ok(Stream {
+                    endpoint: endpoint.to_string(),
+                    reader: BufReader::new(response.into_body().into_reader()),
+                })
+            })
+        })
+    }
+
+    /// Forgets the token, so that the next call authenticates again (used when a watch was refused).
+    pub(crate) fn forget_token(&self) {
+        if let Ok(mut token) = self.token.lock() {
+            *token = None;
+        }
+    }
+
+    /// Whether calls carry an auth token.
+    pub(crate) fn has_credentials(&self) -> bool {
+        self.credentials.is_some()
+    }
+
+    /// Runs `attempt` on each endpoint in turn, starting at the current one, until one succeeds or
+    /// fails in a way another endpoint cannot help with.
+    fn with_failover<T>(
+        &self,
+        op: &'static str,
+        mut attempt: impl FnMut(&str) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let count = self.endpoints.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for step in 0..count {
+            let index = (start + step) % count;
+            match attempt(&self.endpoints[index]) {
+                Ok(value) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(error) if error.is_endpoint_failure() => failures.push(error),
+                Err(error) => return Err(error),
+            }
+        }
+        match failures.len() {
+            1 => Err(failures.remove(0)),
+            _ => Err(Error::AllEndpointsFailed { op, failures }),
+        }
+    }
+
+    /// Runs `attempt` with the current token; when etcd refuses the token, authenticates again on
+    /// the same endpoint and retries once.
+    fn with_token<T>(
+        &self,
+        endpoint: &str,
+        op: &'static str,
+        mut attempt: impl FnMut(Option<&str>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        if self.credentials.is_none() {
+            return attempt(None);
+        }
+        let token = match self.cached_token() {
+            Some(token) => token,
+            None => self.authenticate(endpoint, op)?,
+        };
+        match attempt(Some(&token)) {
+            Err(error) if error.is_unauthenticated() => {
+                let fresh = self.authenticate(endpoint, op)?;
+                attempt(Some(&fresh))
+            }
+            other => other,
+        }
+    }
+
+    fn cached_token(&self) -> Option<String> {
+        self.token.lock().ok().and_then(|token| token.clone())
+    }
+
+    fn authenticate(&self, endpoint: &str, op: &'static str) -> Result<String, Error> {
+        let Some(credentials) = &self.credentials else {
+            return Err(Error::Setup {
+                item: "auth".into(),
+                problem: "no credentials configured".into(),
+            });
+        };
+        let body = json!({ "name": credentials.username, "password": credentials.password });
+        let bytes = self.post_unary(endpoint, "auth/authenticate", &body, None)?;
+        let answer: AuthToken = decode(endpoint, "auth/authenticate", &bytes)?;
+        if answer.token.is_empty() {
+            return Err(Error::Decode {
+                endpoint: endpoint.to_string(),
+                op,
+                detail: "auth/authenticate answered without a token (is auth enabled?)".into(),
+            });
+        }
+        if let Ok(mut token) = self.token.lock() {
+            *token = Some(answer.token.clone());
+        }
+        Ok(answer.token)
+    }
+
+    fn post_unary(
+        &self,
+        endpoint: &str,
+        op: &'static str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<Vec<u8>, Error> {
+        let response = self.post(&self.unary, endpoint, op, body, token)?;
+        read_answer(endpoint, op, response)
+    }
+
+    fn post(
+        &self,
+        agent: &Agent,
+        endpoint: &str,
+        op: &'static str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<ureq::http::Response<ureq::Body>, Error> {
+        let mut request = agent
+            .post(format!("{endpoint}/v3/{op}"))
+            .header("Content-Type", "application/json");
+        if let Some(token) = token {
+            request = request.header("Authorization", token);
+        }
+        request
+            .send(body.to_string())
+            .map_err(|e| transport_error(endpoint, op, e))
+    }
+}
+
+/// Reads a unary answer: the body of a 2xx, or etcd's error.
+fn read_answer(
+    endpoint: &str,
+    op: &'static str,
+    response: ureq::http::Response<ureq::Body>,
+) -> Result<Vec<u8>, Error> {
+    let response = check_status(endpoint, op, response)?;
+    response
+        .into_body()
+        .into_with_config()
+        .limit(MAX_BODY)
+        .read_to_vec()
+        .map_err(|e| transport_error(endpoint, op, e))
+}
+
+/// Passes a 2xx through; turns anything else into [`Error::Etcd`] with etcd's code and message.
+fn check_status(
+    endpoint: &str,
+    op: &'static str,
+    response: ureq::http::Response<ureq::Body>,
+) -> Result<ureq::http::Response<ureq::Body>, Error> {
+    let status = response.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(response);
+    }
+    let mut text = Vec::new();
+    let _ = response
+        .into_body()
+        .into_reader()
+        .take(64 * 1024)
+        .read_to_end(&mut text);
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(&text) {
+        Ok(body) if !body.message.is_empty() || !body.error.is_empty() => {
+            let message = if body.message.is_empty() {
+                body.error
+            } else {
+                body.message
+            };
+            (body.code, message)
+        }
+        _ => (None, shorten(&String::from_utf8_lossy(&text))),
+    };
+    Err(Error::Etcd {
+        endpoint: endpoint.to_string(),
+        op,
+        http_status: status,
+        code,
+        message,
+    })
+}
+
+/// Decodes a JSON answer, naming the endpoint and operation when it does not fit.
+pub(crate) fn decode<T: DeserializeOwned>(
+    endpoint: &str,
+    op: &'static str,
+    bytes: &[u8],
+) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Decode {
+        endpoint: endpoint.to_string(),
+        op,
+        detail: format!("{e} in {:?}", shorten(&String::from_utf8_lossy(bytes))),
+    })
+}
+
+/// Reads one line of a stream (without its newline); `None` at the end of the stream.
+pub(crate) fn read_line(
+    reader: &mut impl BufRead,
+    endpoint: &str,
+    op: &'static str,
+) -> Option<Result<Vec<u8>, Error>> {
+    loop {
+        let mut line = Vec::new();
+        let read = reader.take(MAX_LINE).read_until(b'\n', &mut line);
+        match read {
+            Ok(0) => return None,
+            Err(e) => {
+                return Some(Err(Error::Transport {
+                    endpoint: endpoint.to_string(),
+                    op,
+                    timed_out: matches!(
+                        e.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    ) || e.to_string().contains("timeout"),
+                    detail: e.to_string(),
+                }))
+            }
+            Ok(_) if line.last() != Some(&b'\n') && line.len() as u64 >= MAX_LINE => {
+                return Some(Err(Error::Decode {
+                    endpoint: endpoint.to_string(),
+                    op,
+                    detail: format!("a stream line longer than {MAX_LINE} bytes"),
+                }))
+            }
+            Ok(_) => {
+                let trimmed = line.trim_ascii();
+                if !trimmed.is_empty() {
+                    return Some(Ok(trimmed.to_vec()));
+                }
+            }
+        }
+    }
+}
+
+fn transport_error(endpoint: &str, op: &'static str, error: ureq::Error) -> Error {
+    let timed_out = matches!(error, ureq::Error::Timeout(_));
+    Error::Transport {
+        endpoint: endpoint.to_string(),
+        op,
+        detail: error.to_string(),
+        timed_out,
+    }
+}
+
+fn shorten(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}

@@ -1,0 +1,7 @@
+//! etcd-await-election: run a command only while this instance leads an etcd election.
+//!
+//! The modules follow the data: [`config`] turns the environment into a validated configuration,
+//! [`etcd`] talks to etcd's JSON gateway, [`election`] runs etcd's election recipe on top of it, and
+//! [`supervise`] starts, signals and reaps the command while leadership holds.
+
+pub mod etcd;
