@@ -2,6 +2,11 @@
 //!
 //! The modules follow the data: [`config`] turns the environment into a validated configuration,
 //! [`etcd`] talks to etcd's JSON gateway, [`election`] runs etcd's election recipe on top of it, and
-//! [`supervise`] starts, signals and reaps the command while leadership holds.
+//! [`supervise`] starts, signals and reaps the command while leadership holds. [`log`] writes the
+//! one-line-per-state-change log they all share.
 
+pub mod config;
+pub mod election;
 pub mod etcd;
+pub mod log;
+pub mod supervise;

@@ -1,1 +1,100 @@
-fn main() {}
+//! `etcd-await-election CMD ARGS...`: run CMD only while this instance leads an etcd election.
+//! Wiring only: arguments and environment → configuration → etcd client → election → supervisor.
+
+use std::process::exit;
+use std::time::Duration;
+
+use etcd_await_election::config::{self, Cli, Config, Mode};
+use etcd_await_election::election::{Election, Settings};
+use etcd_await_election::etcd::{self, Client, ClientConfig, NamedPath, TlsFiles};
+use etcd_await_election::log;
+use etcd_await_election::supervise::{self, exit as code, Plan};
+
+fn main() {
+    let command = match config::parse_args(std::env::args_os().skip(1)) {
+        Ok(Cli::Run(command)) => command,
+        Ok(Cli::Help) => {
+            print!("{}", config::usage());
+            exit(0);
+        }
+        Ok(Cli::Version) => {
+            println!(
+                "etcd-await-election {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                env!("EAE_TARGET")
+            );
+            exit(0);
+        }
+        Err(error) => {
+            eprintln!("etcd-await-election: {error}\n\n{}", config::usage());
+            exit(code::USAGE);
+        }
+    };
+    let config = match config::from_process_env() {
+        Ok(Mode::Election(config)) => config,
+        Ok(Mode::Disabled) => exit(supervise::exec(&command)),
+        Err(error) => config_error(error),
+    };
+    log::use_json(config.log_format == config::LogFormat::Json);
+    let settings = Settings {
+        lock_name: config.lock_name.clone(),
+        identity: config.identity.clone(),
+        lease_ttl: config.lease_duration,
+        retry_period: config.retry_period,
+        force_acquire: config.force_acquire,
+    };
+    let client = match Client::new(client_config(&config, &settings)) {
+        Ok(client) => client,
+        Err(error @ etcd::Error::Setup { .. })
+            if !error.to_string().starts_with(config::PREFIX) =>
+        {
+            config_error(format!("{}ENDPOINTS: {error}", config::PREFIX))
+        }
+        Err(error) => config_error(error),
+    };
+    log::info("starting", &[("config", &config.summary())]);
+    let plan = Plan {
+        command,
+        lease_duration: config.lease_duration,
+        renew_deadline: config.renew_deadline,
+        acquire_timeout: config.acquire_timeout,
+    };
+    exit(supervise::run(plan, move |notify| {
+        Election::start(client, settings, notify)
+    }));
+}
+
+/// The client's view of the configuration. Unary calls get one keepalive interval (at least 1 s) per
+/// endpoint; a watch silent for two lease durations is replaced.
+fn client_config(config: &Config, settings: &Settings) -> ClientConfig {
+    let var = |name: &str| format!("{}{name}", config::PREFIX);
+    let tls = config.tls.cacert.as_ref().map(|ca| TlsFiles {
+        ca: NamedPath::new(var("CACERT"), ca),
+        client: config
+            .tls
+            .cert
+            .as_ref()
+            .zip(config.tls.key.as_ref())
+            .map(|(cert, key)| {
+                (
+                    NamedPath::new(var("CERT"), cert),
+                    NamedPath::new(var("KEY"), key),
+                )
+            }),
+    });
+    ClientConfig {
+        endpoints: config.endpoints.clone(),
+        tls,
+        credentials: config.credentials.as_ref().map(|c| etcd::Credentials {
+            username: c.username.clone(),
+            password: c.password.clone(),
+        }),
+        request_timeout: settings.keepalive_interval().max(Duration::from_secs(1)),
+        watch_idle_timeout: config.lease_duration * 2,
+    }
+}
+
+fn config_error(error: impl std::fmt::Display) -> ! {
+    eprintln!("etcd-await-election: {error}");
+    exit(code::CONFIG)
+}

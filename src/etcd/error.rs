@@ -5,6 +5,8 @@ use std::fmt;
 
 /// gRPC status codes that the client and its callers act on.
 pub mod code {
+    /// The request is malformed, or etcd refused the credentials.
+    pub const INVALID_ARGUMENT: u32 = 3;
     /// The requested entity (usually a lease) does not exist.
     pub const NOT_FOUND: u32 = 5;
     /// The caller lacks a permission.
