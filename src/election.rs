@@ -29,6 +29,7 @@ use crate::etcd::{
     SortTarget, TxnRequest, WatchMessage, WatchRequest,
 };
 use crate::log;
+use crate::status::Status;
 
 /// What the election needs to know.
 #[derive(Debug, Clone)]
@@ -108,6 +109,7 @@ impl Election {
     pub fn start(
         client: Client,
         settings: Settings,
+        status: Arc<Status>,
         notify: impl Fn(Event) + Send + Sync + 'static,
     ) -> Election {
         let (wake, inbox) = channel();
@@ -115,6 +117,7 @@ impl Election {
             client,
             settings,
             notify: Box::new(notify),
+            status,
             state: Mutex::new(State::default()),
             wake,
         });
@@ -163,6 +166,7 @@ struct Shared {
     client: Client,
     settings: Settings,
     notify: Box<dyn Fn(Event) + Send + Sync>,
+    status: Arc<Status>,
     state: Mutex<State>,
     wake: Sender<Wake>,
 }
@@ -192,6 +196,7 @@ impl Shared {
         let mut state = self.lock();
         if state.session == session {
             state.last_renewal = Some(sent);
+            self.status.renewed(sent, sent.elapsed());
         }
     }
 
@@ -434,6 +439,8 @@ impl Candidate {
         let mut state = self.shared.lock();
         state.session = id;
         state.last_renewal = Some(sent);
+        self.shared.status.lease_granted(sent);
+        self.shared.status.attempt();
         Session {
             id,
             lease,
@@ -498,7 +505,7 @@ impl Candidate {
                     predecessor,
                     revision,
                 } => {
-                    let behind = String::from_utf8_lossy(&predecessor.value).into_owned();
+                    let behind = identity_of(&predecessor);
                     if behind != queued_behind {
                         log::info("queued", &[("key", &session.key), ("behind", &behind)]);
                         (self.shared.notify)(Event::Queued {
@@ -576,7 +583,10 @@ impl Candidate {
                 CompareResult::Equal,
                 session.revision,
             )],
-            success: vec![Op::Range(predecessor)],
+            success: vec![
+                Op::Range(predecessor),
+                Op::Range(leader_range(&self.settings().lock_name)),
+            ],
             failure: vec![],
         };
         let answer = self.client().txn(&txn)?;
@@ -584,10 +594,14 @@ impl Candidate {
             return Ok(Position::KeyLost);
         }
         let revision = answer.header.revision;
-        let predecessor = answer.responses.into_iter().find_map(|op| match op {
+        let mut firsts = answer.responses.into_iter().map(|op| match op {
             etcd::OpResponse::Range(range) => range.kvs.into_iter().next(),
             _ => None,
         });
+        let (predecessor, leader) = (firsts.next().flatten(), firsts.next().flatten());
+        self.shared
+            .status
+            .leader_seen(leader.map(|kv| identity_of(&kv)));
         Ok(match predecessor {
             None => Position::Leader { revision },
             Some(predecessor) => Position::Behind {
@@ -740,6 +754,23 @@ impl Candidate {
     }
 }
 
+/// Who leads the election `lock_name` now: the value of its oldest key (`etcdctl elect -l`).
+pub fn current_leader(client: &Client, lock_name: &str) -> Result<Option<String>, etcd::Error> {
+    let answer = client.range(&leader_range(lock_name))?;
+    Ok(answer.kvs.first().map(identity_of))
+}
+
+/// The key with the lowest create_revision under the prefix: the leader's.
+fn leader_range(lock_name: &str) -> RangeRequest {
+    RangeRequest::prefix(format!("{lock_name}/"))
+        .sort(SortTarget::Create, SortOrder::Ascend)
+        .limit(1)
+}
+
+fn identity_of(kv: &KeyValue) -> String {
+    String::from_utf8_lossy(&kv.value).into_owned()
+}
+
 /// What woke a waiting session.
 enum Woke {
     Stop,
@@ -796,6 +827,7 @@ impl KeepAlive {
                     return;
                 }
                 Err(error) => {
+                    self.shared.status.renewal_failed();
                     if !failing {
                         log::warn(
                             "renewal failed; retrying",

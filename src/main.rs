@@ -2,12 +2,14 @@
 //! Wiring only: arguments and environment → configuration → etcd client → election → supervisor.
 
 use std::process::exit;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_await_election::config::{self, Cli, Config, Mode};
-use etcd_await_election::election::{Election, Settings};
+use etcd_await_election::election::{self, Election, Settings};
 use etcd_await_election::etcd::{self, Client, ClientConfig, NamedPath, TlsFiles};
 use etcd_await_election::log;
+use etcd_await_election::status::{self, Status};
 use etcd_await_election::supervise::{self, exit as code, Plan};
 
 fn main() {
@@ -59,8 +61,22 @@ fn main() {
         renew_deadline: config.renew_deadline,
         acquire_timeout: config.acquire_timeout,
     };
-    exit(supervise::run(plan, move |notify| {
-        Election::start(client, settings, notify)
+    let status = Arc::new(Status::new(&config.identity, config.renew_deadline));
+    if let Some(address) = &config.status_endpoint {
+        let lock = config.lock_name.clone();
+        let source = client.clone();
+        let leader = Box::new(move || election::current_leader(&source, &lock).ok().flatten());
+        match status::serve(address, Arc::clone(&status), leader, config.retry_period) {
+            Ok(bound) => log::info("status endpoint listening", &[("address", &bound)]),
+            Err(error) => config_error(format!(
+                "{}STATUS_ENDPOINT={address:?}: cannot listen: {error}",
+                config::PREFIX
+            )),
+        }
+    }
+    let election_status = Arc::clone(&status);
+    exit(supervise::run(plan, status, move |notify| {
+        Election::start(client, settings, election_status, notify)
     }));
 }
 

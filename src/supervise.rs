@@ -12,6 +12,7 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use signal_hook::iterator::Signals;
 
 use crate::election::{self, Election, Leadership};
 use crate::log;
+use crate::status::Status;
 
 /// Exit codes besides the child's own (see the README).
 pub mod exit {
@@ -73,6 +75,7 @@ pub fn exec(command: &[OsString]) -> i32 {
 /// Waits for leadership, runs the command while it holds, and returns the exit code.
 pub fn run(
     plan: Plan,
+    status: Arc<Status>,
     start: impl FnOnce(Box<dyn Fn(election::Event) + Send + Sync>) -> Election,
 ) -> i32 {
     let (events, inbox) = channel();
@@ -90,6 +93,7 @@ pub fn run(
         inbox,
         events,
         election,
+        status,
     };
     supervisor.run()
 }
@@ -99,6 +103,7 @@ struct Supervisor {
     inbox: Receiver<Event>,
     events: Sender<Event>,
     election: Election,
+    status: Arc<Status>,
 }
 
 /// The child while it runs.
@@ -122,6 +127,7 @@ impl Supervisor {
 
     /// Revokes the lease and passes the exit code through.
     fn leave(&self, code: i32) -> i32 {
+        self.status.not_leading();
         if let Err(error) = self.election.resign() {
             log::warn(
                 "cannot revoke the lease; it will expire by itself",
@@ -171,6 +177,7 @@ impl Supervisor {
     }
 
     fn spawn(&self, leadership: &Leadership) -> Result<Child, i32> {
+        self.status.leading();
         log::info(
             "leading",
             &[
@@ -200,6 +207,7 @@ impl Supervisor {
             Ok(child) => {
                 let pid = child.id() as i32;
                 log::info("child started", &[("pid", &pid)]);
+                self.status.child(true, None);
                 spawn_reaper(self.events.clone());
                 Ok(Child { pid })
             }
@@ -233,6 +241,7 @@ impl Supervisor {
                 Event::ChildExited { pid, status } if pid == child.pid => {
                     kill_group(child.pid, SIGKILL);
                     let code = exit_code(status);
+                    self.status.child(false, Some(code));
                     log::info("child exited", &[("pid", &pid), ("code", &code)]);
                     return code;
                 }
@@ -286,6 +295,7 @@ impl Supervisor {
                 .recv_timeout(until.saturating_duration_since(Instant::now()))
             {
                 Ok(Event::ChildExited { pid, status }) if pid == child.pid => {
+                    self.status.child(false, Some(exit_code(status)));
                     log::info(
                         "child stopped",
                         &[("pid", &pid), ("code", &exit_code(status))],
