@@ -147,24 +147,27 @@ impl Client {
 
     /// One keepalive of `lease`; returns the TTL etcd reset it to. A lease that expired or was
     /// revoked is answered without a TTL: that is [`Error::LeaseGone`], never success.
+    ///
+    /// The gateway answers one line on a stream that then ends, so the whole call stays within the
+    /// unary budget.
     pub fn lease_keepalive(&self, lease: i64) -> Result<LeaseTtl, Error> {
         const OP: &str = "lease/keepalive";
-        let mut stream = self
+        let (endpoint, bytes) = self
             .transport
-            .open_stream(OP, &json!({ "ID": lease.to_string() }))?;
-        let line = match read_line(&mut stream.reader, &stream.endpoint, OP) {
-            Some(line) => line?,
-            None => {
-                return Err(Error::Decode {
-                    endpoint: stream.endpoint,
-                    op: OP,
-                    detail: "empty answer".into(),
-                })
-            }
+            .call_raw(OP, &json!({ "ID": lease.to_string() }))?;
+        let Some(line) = bytes
+            .split(|b| *b == b'\n')
+            .find(|l| !l.trim_ascii().is_empty())
+        else {
+            return Err(Error::Decode {
+                endpoint,
+                op: OP,
+                detail: "empty answer".into(),
+            });
         };
-        let answer: KeepAliveLine = decode(&stream.endpoint, OP, &line)?;
+        let answer: KeepAliveLine = decode(&endpoint, OP, line)?;
         if let Some(error) = answer.error {
-            return Err(stream_error(&stream.endpoint, OP, error));
+            return Err(stream_error(&endpoint, OP, error));
         }
         match answer.result {
             Some(ttl) if ttl.ttl > 0 => Ok(ttl),

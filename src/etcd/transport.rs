@@ -98,13 +98,22 @@ impl Transport {
         op: &'static str,
         body: &Value,
     ) -> Result<T, Error> {
-        let (endpoint, bytes) = self.with_failover(op, |endpoint| {
+        let (endpoint, bytes) = self.call_raw(op, body)?;
+        decode(&endpoint, op, &bytes)
+    }
+
+    /// A unary call whose answer is returned undecoded, with the endpoint that gave it.
+    pub(crate) fn call_raw(
+        &self,
+        op: &'static str,
+        body: &Value,
+    ) -> Result<(String, Vec<u8>), Error> {
+        self.with_failover(op, |endpoint| {
             self.with_token(endpoint, op, |token| {
                 self.post_unary(endpoint, op, body, token)
             })
             .map(|bytes| (endpoint.to_string(), bytes))
-        })?;
-        decode(&endpoint, op, &bytes)
+        })
     }
 
     /// A GET of a plain path such as `/health`, failing over across endpoints.
