@@ -41,9 +41,12 @@ fi
 if ! rustup component list --installed | grep -q '^rustfmt'; then rustup component add rustfmt; fi
 if ! rustup component list --installed | grep -q '^clippy'; then rustup component add clippy; fi
 if ! rustup target list --installed | grep -qx 'x86_64-unknown-linux-musl'; then
-    # Needed only by the static build checks below, which fail loudly without it.
-    rustup target add x86_64-unknown-linux-musl ||
-        echo "WARNING: could not add the x86_64-unknown-linux-musl target" >&2
+    # The static build checks below need it: failing to add it fails the run.
+    rustup target add x86_64-unknown-linux-musl
+fi
+# Prometheus' own text-format parser checks /metrics in tests/status.rs.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore prometheus_client
 fi
 etcd --version | head -1
 etcdctl version | head -1
@@ -65,6 +68,8 @@ section "cargo test"
 cargo test --all-targets -- --test-threads=2
 
 # static build checks (issue 6)
+section "static build checks"
+scripts/static-checks.sh
 
 # A test etcd still running means the harness leaked one.
 section "leak check"

@@ -260,7 +260,8 @@ impl Candidate {
     }
 
     fn run(mut self) {
-        let mut may_adopt = true;
+        // FORCE_ACQUIRE always takes a fresh key: its transaction deletes every other one.
+        let mut may_adopt = !self.settings().force_acquire;
         while let Some(session) = self.join(may_adopt) {
             may_adopt = false;
             let outcome = self.campaign(&session);
@@ -330,6 +331,18 @@ impl Candidate {
             .into_iter()
             .find(|kv| kv.value == settings.identity.as_bytes() && kv.lease != 0);
         let Some(kv) = ours else { return Ok(None) };
+        match self.lease_renewed_elsewhere(kv.lease)? {
+            Some(false) => {}
+            Some(true) => {
+                log::error(
+                    "another live instance uses our identity; queueing with a fresh key \
+                     (identities must be unique)",
+                    &[("key", &key_of(&kv))],
+                );
+                return Ok(None);
+            }
+            None => return Ok(None), // the lease expired meanwhile, and its key with it
+        }
         let sent = Instant::now();
         match self.client().lease_keepalive(kv.lease) {
             Ok(_) => {}
@@ -351,6 +364,23 @@ impl Candidate {
             ],
         );
         Ok(Some(session))
+    }
+
+    /// Whether someone still keeps `lease` alive: its TTL is read twice, one keepalive interval
+    /// plus a second apart (TTLs are whole seconds); an abandoned lease's TTL falls in between.
+    /// `None` when the lease is gone. This keeps a second live instance with our identity from
+    /// adopting the first one's key and running beside it.
+    fn lease_renewed_elsewhere(&mut self, lease: i64) -> Result<Option<bool>, etcd::Error> {
+        let first = self.client().lease_time_to_live(lease)?.ttl;
+        if first <= 0 {
+            return Ok(None);
+        }
+        let window = self.settings().keepalive_interval() + Duration::from_millis(1100);
+        if !self.pause(window) {
+            return Ok(Some(true)); // stopping: adopt nothing
+        }
+        let second = self.client().lease_time_to_live(lease)?.ttl;
+        Ok((second > 0).then_some(second >= first))
     }
 
     /// Grants a fresh lease and creates our key with it (preempting everyone with FORCE_ACQUIRE).
@@ -732,7 +762,12 @@ impl Candidate {
             );
             self.unreachable = true;
         }
-        let deadline = Instant::now() + self.settings().retry_period;
+        self.pause(self.settings().retry_period)
+    }
+
+    /// Sleeps for `duration` unless asked to stop; false when stopping.
+    fn pause(&self, duration: Duration) -> bool {
+        let deadline = Instant::now() + duration;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.inbox.recv_timeout(left) {
@@ -765,6 +800,10 @@ fn leader_range(lock_name: &str) -> RangeRequest {
     RangeRequest::prefix(format!("{lock_name}/"))
         .sort(SortTarget::Create, SortOrder::Ascend)
         .limit(1)
+}
+
+fn key_of(kv: &KeyValue) -> String {
+    String::from_utf8_lossy(&kv.key).into_owned()
 }
 
 fn identity_of(kv: &KeyValue) -> String {

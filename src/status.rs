@@ -6,19 +6,23 @@
 //! at most once per `refresh_period`.
 //!
 //! Paths: `/` (the Go tool's JSON body), `/healthz`, `/readyz`, `/metrics` (Prometheus text format
-//! 0.0.4). Other paths 404, methods other than GET/HEAD 405. A fixed number of worker threads serve
-//! one connection at a time each, with a deadline for reading the request head, so garbage, huge or
-//! slow requests cost a worker at most that deadline and never touch the election.
+//! 0.0.4). Other paths 404, methods other than GET/HEAD 405. One thread accepts connections as fast
+//! as they come and queues them (bounded) for a fixed number of workers; a connection that finds the
+//! queue full is closed at once. Each worker reads a request head within a deadline, so garbage,
+//! huge or slow requests cost a worker at most that deadline and never touch the election.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Worker threads of the HTTP endpoint.
 const WORKERS: usize = 4;
+/// Accepted connections waiting for a worker; past this, new connections are closed at once.
+const QUEUE: usize = 32;
 /// Longest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
 /// Time a client has to send its request head.
@@ -40,6 +44,8 @@ pub struct Status {
 #[derive(Default)]
 struct State {
     leading: bool,
+    /// Leadership can no longer be guaranteed and the command is being stopped.
+    stepping_down: bool,
     child_running: bool,
     leader: Option<String>,
     leader_since: Option<SystemTime>,
@@ -110,6 +116,12 @@ impl Status {
         state.leader_since = Some(SystemTime::now());
     }
 
+    /// Leadership can no longer be guaranteed: not ready, not healthy, while the command stops.
+    pub fn stepping_down(&self) {
+        self.not_leading();
+        self.lock().stepping_down = true;
+    }
+
     /// We no longer lead.
     pub fn not_leading(&self) {
         let mut state = self.lock();
@@ -147,12 +159,12 @@ impl Status {
         self.lock().last_renewal = Some(sent);
     }
 
-    /// True while we lead and the last renewal is older than RENEW_DEADLINE.
+    /// True while we step down, or lead with a last renewal older than RENEW_DEADLINE.
     fn renewal_late(&self, state: &State) -> bool {
-        state.leading
-            && state
-                .last_renewal
-                .is_some_and(|last| last.elapsed() >= self.renew_deadline)
+        let late = state
+            .last_renewal
+            .is_some_and(|last| last.elapsed() >= self.renew_deadline);
+        state.stepping_down || (state.leading && late)
     }
 
     /// The Go tool's body, byte for byte: `{"status":"ok","phase":…,"leader":…}`.
@@ -323,29 +335,49 @@ pub fn serve(
         Some(port) => format!("0.0.0.0:{port}"),
         None => address.to_string(),
     };
-    let listener = Arc::new(TcpListener::bind(&address)?);
+    let listener = TcpListener::bind(&address)?;
     let bound = listener.local_addr()?;
+    let (queue, waiting) = sync_channel::<TcpStream>(QUEUE);
+    let waiting = Arc::new(Mutex::new(waiting));
     for _ in 0..WORKERS {
-        let listener = Arc::clone(&listener);
+        let waiting = Arc::clone(&waiting);
         let status = Arc::clone(&status);
         thread::Builder::new()
             .name("status".into())
-            .spawn(move || accept_forever(&listener, &status))?;
+            .spawn(move || serve_queued(&waiting, &status))?;
     }
+    thread::Builder::new()
+        .name("status-accept".into())
+        .spawn(move || accept_forever(&listener, &queue))?;
     thread::Builder::new()
         .name("status-refresh".into())
         .spawn(move || status.refresh_leader(&source, refresh_period))?;
     Ok(bound)
 }
 
-fn accept_forever(listener: &TcpListener, status: &Status) {
+/// Accepts as fast as connections come, so the kernel's backlog never fills; a connection that
+/// finds every worker busy and the queue full is closed at once.
+fn accept_forever(listener: &TcpListener, queue: &SyncSender<TcpStream>) {
     loop {
         match listener.accept() {
-            Ok((stream, _)) => {
-                let _ = handle(stream, status);
-            }
+            Ok((stream, _)) => match queue.try_send(stream) {
+                Ok(()) | Err(TrySendError::Full(_)) => {}
+                Err(TrySendError::Disconnected(_)) => return,
+            },
             // Out of file descriptors and the like: back off instead of spinning.
             Err(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn serve_queued(waiting: &Mutex<Receiver<TcpStream>>, status: &Status) {
+    loop {
+        let next = waiting.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        match next {
+            Ok(stream) => {
+                let _ = handle(stream, status);
+            }
+            Err(_) => return,
         }
     }
 }

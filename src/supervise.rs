@@ -229,6 +229,7 @@ impl Supervisor {
                     if Instant::now() < self.renew_deadline() {
                         continue;
                     }
+                    self.status.stepping_down();
                     log::warn(
                         "renew deadline passed; stopping the child",
                         &[("renew_deadline", &format!("{:?}", self.plan.renew_deadline))],
@@ -248,6 +249,7 @@ impl Supervisor {
                 Event::ChildExited { .. } => {}
                 Event::Signal(signal) => forward(child, signal),
                 Event::Election(election::Event::Lost(loss)) => {
+                    self.status.stepping_down();
                     log::warn("leadership lost; killing the child", &[("reason", &loss)]);
                     self.kill_now(child);
                     return exit::LEADERSHIP_LOST;

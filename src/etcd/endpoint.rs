@@ -22,16 +22,16 @@ impl Endpoint {
     /// configured), else HTTP — as etcd's own client does.
     pub fn parse(text: &str, tls_by_default: bool) -> Result<Endpoint, String> {
         let text = text.trim();
-        let (tls, rest) = if let Some(rest) = text.strip_prefix("https://") {
-            (true, rest)
-        } else if let Some(rest) = text.strip_prefix("http://") {
-            (false, rest)
-        } else if let Some((scheme, _)) = text.split_once("://") {
-            return Err(format!(
-                "unsupported scheme {scheme:?}: expected http://, https:// or host:port"
-            ));
-        } else {
-            (tls_by_default, text)
+        let (tls, rest) = match text.split_once("://") {
+            // Schemes are case-insensitive (RFC 3986 section 3.1).
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "unsupported scheme {scheme:?}: expected http://, https:// or host:port"
+                ))
+            }
+            None => (tls_by_default, text),
         };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if let Some(bad) = authority
@@ -124,6 +124,8 @@ mod tests {
         assert_eq!(ok("[::1]:2379", false), "http://[::1]:2379");
         assert_eq!(ok("https://[fe80::1]", false), "https://[fe80::1]:2379");
         assert_eq!(ok(" etcd ", false), "http://etcd:2379");
+        assert_eq!(ok("HTTPS://etcd:1", false), "https://etcd:1");
+        assert_eq!(ok("Http://etcd:1", true), "http://etcd:1");
     }
 
     #[test]
