@@ -529,7 +529,27 @@ impl Candidate {
                     return Outcome::Requeue;
                 }
                 Position::Leader { revision } => {
-                    return self.lead(session, &mut own_watch, revision)
+                    // The supervisor holds leadership only while the last acknowledged renewal is
+                    // younger than RENEW_DEADLINE: renew once before announcing, so that the child
+                    // never starts on a stale renewal.
+                    let sent = Instant::now();
+                    match self.client().lease_keepalive(session.lease) {
+                        Ok(_) => self.shared.renewed(session.id, sent),
+                        Err(error) if error.is_lease_gone() => {
+                            log::warn(
+                                "our lease is gone; queueing again",
+                                &[("lease", &format!("{:x}", session.lease))],
+                            );
+                            return Outcome::Requeue;
+                        }
+                        Err(error) => {
+                            if !self.retry_later(&error) {
+                                return Outcome::Finished;
+                            }
+                            continue;
+                        }
+                    }
+                    return self.lead(session, &mut own_watch, revision);
                 }
                 Position::Behind {
                     predecessor,
@@ -624,11 +644,23 @@ impl Candidate {
             return Ok(Position::KeyLost);
         }
         let revision = answer.header.revision;
-        let mut firsts = answer.responses.into_iter().map(|op| match op {
-            etcd::OpResponse::Range(range) => range.kvs.into_iter().next(),
-            _ => None,
-        });
-        let (predecessor, leader) = (firsts.next().flatten(), firsts.next().flatten());
+        // Both ranges must be answered: a missing one would read as "nobody ahead of us".
+        let firsts: Vec<Option<KeyValue>> = answer
+            .responses
+            .into_iter()
+            .filter_map(|op| match op {
+                etcd::OpResponse::Range(range) => Some(range.kvs.into_iter().next()),
+                _ => None,
+            })
+            .collect();
+        let [predecessor, leader]: [Option<KeyValue>; 2] =
+            firsts
+                .try_into()
+                .map_err(|firsts: Vec<_>| etcd::Error::Decode {
+                    endpoint: self.client().current_endpoint(),
+                    op: "kv/txn",
+                    detail: format!("the look answered {} of 2 ranges", firsts.len()),
+                })?;
         self.shared
             .status
             .leader_seen(leader.map(|kv| identity_of(&kv)));

@@ -304,6 +304,15 @@ impl Supervisor {
                     );
                     return true;
                 }
+                // Our key or lease is gone while the child is being stopped: another leader may be
+                // starting now, so the grace period ends here.
+                Ok(Event::Election(election::Event::Lost(loss))) => {
+                    log::warn(
+                        "leadership lost while stopping; killing the child",
+                        &[("reason", &loss)],
+                    );
+                    kill_group(child.pid, SIGKILL);
+                }
                 Ok(_) => continue,
                 Err(_) => return false,
             }

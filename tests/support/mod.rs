@@ -10,6 +10,7 @@
 //! `etcdctl`, `openssl`, `sh`, `pgrep`) are used.
 #![allow(dead_code)]
 
+pub mod proxy;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
