@@ -66,7 +66,7 @@ else
     check FAIL "ldd lists dependencies"
 fi
 
-version="$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -1)"
+version="$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | sed -n 1p)"
 version_out="$("$bin" --version 2>&1 || true)"
 echo "--version: $version_out"
 if [[ "$version_out" == *"$version"* && "$version_out" == *"$TARGET"* ]]; then

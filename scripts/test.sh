@@ -48,8 +48,8 @@ fi
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore prometheus_client
 fi
-etcd --version | head -1
-etcdctl version | head -1
+etcd --version | sed -n 1p  # sed reads everything: no SIGPIPE under pipefail
+etcdctl version | sed -n 1p
 cargo --version
 
 # The tests' etcd members live in eae-test-* dirs under the temp dir: give this run its own, so
