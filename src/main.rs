@@ -1,6 +1,7 @@
 //! `etcd-await-election CMD ARGS...`: run CMD only while this instance leads an etcd election.
 //! Wiring only: arguments and environment → configuration → etcd client → election → supervisor.
 
+use std::ffi::OsString;
 use std::process::exit;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,25 +14,7 @@ use etcd_await_election::status::{self, Status};
 use etcd_await_election::supervise::{self, exit as code, Plan};
 
 fn main() {
-    let command = match config::parse_args(std::env::args_os().skip(1)) {
-        Ok(Cli::Run(command)) => command,
-        Ok(Cli::Help) => {
-            print!("{}", config::usage());
-            exit(0);
-        }
-        Ok(Cli::Version) => {
-            println!(
-                "etcd-await-election {} ({})",
-                env!("CARGO_PKG_VERSION"),
-                env!("EAE_TARGET")
-            );
-            exit(0);
-        }
-        Err(error) => {
-            eprintln!("etcd-await-election: {error}\n\n{}", config::usage());
-            exit(code::USAGE);
-        }
-    };
+    let command = command_from_args();
     let config = match config::from_process_env() {
         Ok(Mode::Election(config)) => config,
         Ok(Mode::Disabled) => exit(supervise::exec(&command)),
@@ -45,39 +28,66 @@ fn main() {
         retry_period: config.retry_period,
         force_acquire: config.force_acquire,
     };
-    let client = match Client::new(client_config(&config, &settings)) {
-        Ok(client) => client,
-        Err(error @ etcd::Error::Setup { .. })
-            if !error.to_string().starts_with(config::PREFIX) =>
-        {
-            config_error(format!("{}ENDPOINTS: {error}", config::PREFIX))
-        }
-        Err(error) => config_error(error),
-    };
+    let client = connect(&config, &settings);
     log::info("starting", &[("config", &config.summary())]);
+    let status = Arc::new(Status::new(&config.identity, config.renew_deadline));
+    if let Some(address) = &config.status_endpoint {
+        serve_status(address, &status, &client, &config);
+    }
     let plan = Plan {
         command,
         lease_duration: config.lease_duration,
         renew_deadline: config.renew_deadline,
         acquire_timeout: config.acquire_timeout,
     };
-    let status = Arc::new(Status::new(&config.identity, config.renew_deadline));
-    if let Some(address) = &config.status_endpoint {
-        let lock = config.lock_name.clone();
-        let source = client.clone();
-        let leader = Box::new(move || election::current_leader(&source, &lock).ok().flatten());
-        match status::serve(address, Arc::clone(&status), leader, config.retry_period) {
-            Ok(bound) => log::info("status endpoint listening", &[("address", &bound)]),
-            Err(error) => config_error(format!(
-                "{}STATUS_ENDPOINT={address:?}: cannot listen: {error}",
-                config::PREFIX
-            )),
-        }
-    }
     let election_status = Arc::clone(&status);
     exit(supervise::run(plan, status, move |notify| {
         Election::start(client, settings, election_status, notify)
     }));
+}
+
+/// The command to run; `--help`, `--version` and usage errors end the process here.
+fn command_from_args() -> Vec<OsString> {
+    match config::parse_args(std::env::args_os().skip(1)) {
+        Ok(Cli::Run(command)) => command,
+        Ok(Cli::Help) => {
+            print!("{}", config::usage());
+            exit(0);
+        }
+        Ok(Cli::Version) => {
+            let (version, target) = (env!("CARGO_PKG_VERSION"), env!("EAE_TARGET"));
+            println!("etcd-await-election {version} ({target})");
+            exit(0);
+        }
+        Err(error) => {
+            eprintln!("etcd-await-election: {error}\n\n{}", config::usage());
+            exit(code::USAGE);
+        }
+    }
+}
+
+/// The etcd client; a bad endpoint or TLS file is a configuration error naming its variable.
+fn connect(config: &Config, settings: &Settings) -> Client {
+    match Client::new(client_config(config, settings)) {
+        Ok(client) => client,
+        Err(etcd::Error::Setup { item, problem }) if item.starts_with("endpoint") => {
+            config_error(format!("{}ENDPOINTS: {item}: {problem}", config::PREFIX))
+        }
+        Err(error) => config_error(error),
+    }
+}
+
+/// Starts the status endpoint; an address that cannot be bound is a configuration error.
+fn serve_status(address: &str, status: &Arc<Status>, client: &Client, config: &Config) {
+    let (lock, source) = (config.lock_name.clone(), client.clone());
+    let leader = Box::new(move || election::current_leader(&source, &lock).ok().flatten());
+    match status::serve(address, Arc::clone(status), leader, config.retry_period) {
+        Ok(bound) => log::info("status endpoint listening", &[("address", &bound)]),
+        Err(error) => config_error(format!(
+            "{}STATUS_ENDPOINT={address:?}: cannot listen: {error}",
+            config::PREFIX
+        )),
+    }
 }
 
 /// The client's view of the configuration. Unary calls get one keepalive interval (at least 1 s) per
