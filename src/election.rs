@@ -221,7 +221,15 @@ struct Session {
     lease: i64,
     key: String,
     revision: i64,
+    /// The creating transaction saw our key at the head of the queue.
+    at_head: bool,
     stop: Arc<Cancel>,
+}
+
+/// What the creating transaction learnt.
+struct Created {
+    revision: i64,
+    at_head: bool,
 }
 
 /// Where our key stands.
@@ -352,7 +360,10 @@ impl Candidate {
         let session = self.session(
             kv.lease,
             String::from_utf8_lossy(&kv.key).into_owned(),
-            kv.create_revision,
+            Created {
+                revision: kv.create_revision,
+                at_head: false,
+            },
             sent,
         );
         log::info(
@@ -401,7 +412,7 @@ impl Candidate {
         let key = format!("{}{:x}", settings.prefix(), grant.id);
         let created = self.create_key(&key, grant.id);
         match created {
-            Ok(revision) => Ok(self.session(grant.id, key, revision, sent)),
+            Ok(created) => Ok(self.session(grant.id, key, created, sent)),
             Err(error) => {
                 let _ = revoke(self.client(), grant.id);
                 Err(error)
@@ -410,8 +421,10 @@ impl Candidate {
     }
 
     /// The create-if-absent transaction; with FORCE_ACQUIRE it also deletes every other key under
-    /// the prefix (two ranges around our key: etcd refuses a put inside a deleted range).
-    fn create_key(&self, key: &str, lease: i64) -> Result<i64, etcd::Error> {
+    /// the prefix (two ranges around our key: etcd refuses a put inside a deleted range). It also
+    /// reads the head of the queue, which sees our put: when that is our key, we lead at once
+    /// without another look.
+    fn create_key(&self, key: &str, lease: i64) -> Result<Created, etcd::Error> {
         let settings = self.settings();
         let put = Op::Put {
             key: key.as_bytes().to_vec(),
@@ -433,6 +446,7 @@ impl Candidate {
             });
         }
         success.push(put);
+        success.push(Op::Range(leader_range(&settings.lock_name)));
         let txn = TxnRequest {
             compare: vec![Compare::create_revision(key, CompareResult::Equal, 0)],
             success,
@@ -446,7 +460,14 @@ impl Candidate {
                     &[("key", &key)],
                 );
             }
-            return Ok(answer.header.revision);
+            let head = answer.responses.into_iter().rev().find_map(|op| match op {
+                etcd::OpResponse::Range(range) => range.kvs.into_iter().next(),
+                _ => None,
+            });
+            return Ok(Created {
+                revision: answer.header.revision,
+                at_head: head.is_some_and(|kv| kv.key == key.as_bytes()),
+            });
         }
         // The key already exists (only possible if the lease was reused): keep its revision.
         answer
@@ -456,7 +477,10 @@ impl Candidate {
                 etcd::OpResponse::Range(range) => range.kvs.into_iter().next(),
                 _ => None,
             })
-            .map(|kv| kv.create_revision)
+            .map(|kv| Created {
+                revision: kv.create_revision,
+                at_head: false,
+            })
             .ok_or_else(|| etcd::Error::Decode {
                 endpoint: self.client().current_endpoint(),
                 op: "kv/txn",
@@ -464,7 +488,7 @@ impl Candidate {
             })
     }
 
-    fn session(&mut self, lease: i64, key: String, revision: i64, sent: Instant) -> Session {
+    fn session(&mut self, lease: i64, key: String, created: Created, sent: Instant) -> Session {
         let id = self.fresh_id();
         let mut state = self.shared.lock();
         state.session = id;
@@ -475,7 +499,8 @@ impl Candidate {
             id,
             lease,
             key,
-            revision,
+            revision: created.revision,
+            at_head: created.at_head,
             stop: Arc::new(Cancel::default()),
         }
     }
@@ -509,8 +534,15 @@ impl Candidate {
     fn campaign(&mut self, session: &Session) -> Outcome {
         let mut own_watch = self.watch_own_key(session, session.revision + 1);
         let mut queued_behind = String::new();
+        let mut known_head = session.at_head;
         loop {
-            let position = match self.position(session) {
+            let looked = match std::mem::take(&mut known_head) {
+                true => Ok(Position::Leader {
+                    revision: session.revision,
+                }),
+                false => self.position(session),
+            };
+            let position = match looked {
                 Ok(position) => position,
                 Err(error) => {
                     if !self.retry_later(&error) {
@@ -528,29 +560,12 @@ impl Candidate {
                     );
                     return Outcome::Requeue;
                 }
-                Position::Leader { revision } => {
-                    // The supervisor holds leadership only while the last acknowledged renewal is
-                    // younger than RENEW_DEADLINE: renew once before announcing, so that the child
-                    // never starts on a stale renewal.
-                    let sent = Instant::now();
-                    match self.client().lease_keepalive(session.lease) {
-                        Ok(_) => self.shared.renewed(session.id, sent),
-                        Err(error) if error.is_lease_gone() => {
-                            log::warn(
-                                "our lease is gone; queueing again",
-                                &[("lease", &format!("{:x}", session.lease))],
-                            );
-                            return Outcome::Requeue;
-                        }
-                        Err(error) => {
-                            if !self.retry_later(&error) {
-                                return Outcome::Finished;
-                            }
-                            continue;
-                        }
-                    }
-                    return self.lead(session, &mut own_watch, revision);
-                }
+                Position::Leader { revision } => match self.fresh_renewal(session) {
+                    Freshness::Fresh => return self.lead(session, &mut own_watch, revision),
+                    Freshness::LeaseGone => return Outcome::Requeue,
+                    Freshness::Retry => continue,
+                    Freshness::Stop => return Outcome::Finished,
+                },
                 Position::Behind {
                     predecessor,
                     revision,
@@ -583,6 +598,33 @@ impl Candidate {
                     }
                 }
             }
+        }
+    }
+
+    /// The supervisor holds leadership only while the last acknowledged renewal is younger than
+    /// RENEW_DEADLINE, so the child must never start on a stale one: a renewal older than one
+    /// keepalive interval (a keepalive was due and has not been acknowledged) is renewed first.
+    fn fresh_renewal(&mut self, session: &Session) -> Freshness {
+        let interval = self.settings().keepalive_interval();
+        let last = self.shared.lock().last_renewal;
+        if last.is_some_and(|last| last.elapsed() < interval) {
+            return Freshness::Fresh;
+        }
+        let sent = Instant::now();
+        match self.client().lease_keepalive(session.lease) {
+            Ok(_) => {
+                self.shared.renewed(session.id, sent);
+                Freshness::Fresh
+            }
+            Err(error) if error.is_lease_gone() => {
+                log::warn(
+                    "our lease is gone; queueing again",
+                    &[("lease", &format!("{:x}", session.lease))],
+                );
+                Freshness::LeaseGone
+            }
+            Err(error) if self.retry_later(&error) => Freshness::Retry,
+            Err(_) => Freshness::Stop,
         }
     }
 
@@ -840,6 +882,14 @@ fn key_of(kv: &KeyValue) -> String {
 
 fn identity_of(kv: &KeyValue) -> String {
     String::from_utf8_lossy(&kv.value).into_owned()
+}
+
+/// Whether the lease was renewed recently enough to lead.
+enum Freshness {
+    Fresh,
+    LeaseGone,
+    Retry,
+    Stop,
 }
 
 /// What woke a waiting session.
