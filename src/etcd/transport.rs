@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use std::net::{IpAddr, SocketAddr};
+
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
 use super::wire::{AuthToken, ErrorBody};
@@ -65,18 +70,23 @@ impl Transport {
                 .tls_config(tls.clone())
                 .user_agent(concat!("etcd-await-election/", env!("CARGO_PKG_VERSION")))
         };
-        let unary = base()
-            .timeout_global(Some(request_timeout))
-            .build()
-            .new_agent();
-        let stream = base()
-            .timeout_connect(Some(request_timeout))
-            .timeout_send_request(Some(request_timeout))
-            .timeout_recv_response(Some(request_timeout))
-            .timeout_per_read(Some(watch_idle_timeout))
-            .max_idle_connections(0)
-            .build()
-            .new_agent();
+        let agent = |config| {
+            Agent::with_parts(
+                config,
+                DefaultConnector::default(),
+                LiteralResolver::default(),
+            )
+        };
+        let unary = agent(base().timeout_global(Some(request_timeout)).build());
+        let stream = agent(
+            base()
+                .timeout_connect(Some(request_timeout))
+                .timeout_send_request(Some(request_timeout))
+                .timeout_recv_response(Some(request_timeout))
+                .timeout_per_read(Some(watch_idle_timeout))
+                .max_idle_connections(0)
+                .build(),
+        );
         Transport {
             endpoints,
             unary,
@@ -260,6 +270,32 @@ impl Transport {
         request
             .send(body.to_string())
             .map_err(|e| transport_error(endpoint, op, e))
+    }
+}
+
+/// Resolves IP-literal hosts in place and hands host names to ureq's resolver. ureq's resolver
+/// spawns a thread per lookup whenever a timeout applies — on every request, pooled connection or
+/// not — which put a thread spawn on the path of every keepalive, look and watch.
+#[derive(Debug, Default)]
+struct LiteralResolver(DefaultResolver);
+
+impl Resolver for LiteralResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().unwrap_or_default();
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        match (literal.parse::<IpAddr>(), uri.port_u16()) {
+            (Ok(ip), Some(port)) => {
+                let mut addresses = self.empty();
+                addresses.push(SocketAddr::new(ip, port));
+                Ok(addresses)
+            }
+            _ => self.0.resolve(uri, config, timeout),
+        }
     }
 }
 
