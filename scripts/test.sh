@@ -71,6 +71,10 @@ cargo test --all-targets -- --test-threads=2
 section "static build checks"
 scripts/static-checks.sh
 
+# The benchmark must not rot: a quick smoke of every figure (targets are reported, not asserted).
+section "benchmark smoke (scripts/bench.sh --quick)"
+scripts/bench.sh --quick
+
 # A test etcd still running means the harness leaked one.
 section "leak check"
 if pgrep -af -- "$run_tmp/eae-test-"; then
