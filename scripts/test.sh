@@ -75,9 +75,14 @@ scripts/static-checks.sh
 section "benchmark smoke (scripts/bench.sh --quick)"
 scripts/bench.sh --quick
 
+# Fault injection: 5 candidates on one lock, a 3-member etcd, 60 s of kills and freezes; any
+# overlap of two commands, command outliving its wrapper, or leaked lease fails the run.
+section "chaos (scripts/chaos.sh 60)"
+scripts/chaos.sh 60
+
 # A test etcd still running means the harness leaked one.
 section "leak check"
-if pgrep -af -- "$run_tmp/eae-test-"; then
+if pgrep -af -- "$run_tmp/eae-(test-|chaos\.)"; then
     echo "etcd test processes were left behind" >&2
     exit 1
 fi

@@ -195,7 +195,8 @@ impl Shared {
     fn renewed(&self, session: u64, sent: Instant) {
         let mut state = self.lock();
         if state.session == session {
-            state.last_renewal = Some(sent);
+            // Keepalives from two threads may be answered out of order: keep the newest send.
+            state.last_renewal = Some(state.last_renewal.map_or(sent, |last| last.max(sent)));
             self.status.renewed(sent, sent.elapsed());
         }
     }
@@ -323,6 +324,12 @@ impl Candidate {
     fn adopt_or_enqueue(&mut self) -> Result<Session, etcd::Error> {
         match self.adopt()? {
             Some(session) => Ok(session),
+            // Asked to stop during the takeover check: grant nothing (a lease granted now could
+            // outlive the process by a TTL, since nobody waits for this thread).
+            None if self.shared.stopping() => Err(etcd::Error::Setup {
+                item: "election".into(),
+                problem: "stopping".into(),
+            }),
             None => self.enqueue(),
         }
     }
@@ -381,17 +388,26 @@ impl Candidate {
     /// plus a second apart (TTLs are whole seconds); an abandoned lease's TTL falls in between.
     /// `None` when the lease is gone. This keeps a second live instance with our identity from
     /// adopting the first one's key and running beside it.
+    ///
+    /// A change of etcd's raft leader between the two reads refreshes every lease's TTL, so such a
+    /// pair says nothing: it is read again (a few times, then we assume someone renews it, which is
+    /// the safe side). `None` also when we are stopping.
     fn lease_renewed_elsewhere(&mut self, lease: i64) -> Result<Option<bool>, etcd::Error> {
-        let first = self.client().lease_time_to_live(lease)?.ttl;
-        if first <= 0 {
-            return Ok(None);
-        }
         let window = self.settings().keepalive_interval() + Duration::from_millis(1100);
-        if !self.pause(window) {
-            return Ok(Some(true)); // stopping: adopt nothing
+        for _ in 0..3 {
+            let first = self.client().lease_time_to_live(lease)?;
+            if first.ttl <= 0 || !self.pause(window) {
+                return Ok(None);
+            }
+            let second = self.client().lease_time_to_live(lease)?;
+            if second.ttl <= 0 {
+                return Ok(None);
+            }
+            if second.header.raft_term == first.header.raft_term {
+                return Ok(Some(second.ttl >= first.ttl));
+            }
         }
-        let second = self.client().lease_time_to_live(lease)?.ttl;
-        Ok((second > 0).then_some(second >= first))
+        Ok(Some(true))
     }
 
     /// Grants a fresh lease and creates our key with it (preempting everyone with FORCE_ACQUIRE).
@@ -821,6 +837,9 @@ impl Candidate {
     /// After a failed call: log it if it is news, and wait RETRY_PERIOD. False when we must stop
     /// (asked to, or the error is one that retrying cannot fix).
     fn retry_later(&mut self, error: &etcd::Error) -> bool {
+        if self.shared.stopping() {
+            return false;
+        }
         if is_fatal(error) {
             log::error("etcd refused us", &[("error", error)]);
             self.shared.fatal(&error.to_string());
