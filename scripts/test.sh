@@ -78,7 +78,7 @@ scripts/bench.sh --quick
 # Fault injection: 5 candidates on one lock, a 3-member etcd, 60 s of kills and freezes; any
 # overlap of two commands, command outliving its wrapper, or leaked lease fails the run.
 section "chaos (scripts/chaos.sh 60)"
-scripts/chaos.sh 60
+scripts/chaos.sh 60 --quiet
 
 # A test etcd still running means the harness leaked one.
 section "leak check"
