@@ -38,21 +38,8 @@ done
 started=$SECONDS
 export DEBIAN_FRONTEND=noninteractive
 
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
-missing=()
-for pkg in etcd-server etcd-client; do installed "$pkg" || missing+=("$pkg"); done
-if ((${#missing[@]})); then
-    echo "==== installing ${missing[*]}"
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-    # The package may start an etcd service on 2379; the benchmark uses its own ports and wants
-    # no other etcd eating CPU.
-    systemctl disable --now etcd 2>/dev/null || true
-    if [[ -x /etc/init.d/etcd ]]; then
-        /etc/init.d/etcd stop >/dev/null 2>&1 || true
-        update-rc.d etcd disable >/dev/null 2>&1 || true
-    fi
-fi
+source scripts/lib.sh
+ensure_packages etcd-server etcd-client
 for tool in etcd etcdctl python3; do
     command -v "$tool" >/dev/null || {
         echo "bench.sh: $tool not found" >&2

@@ -49,20 +49,9 @@ while (($#)); do
 done
 
 export DEBIAN_FRONTEND=noninteractive
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
+source scripts/lib.sh
 if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
-    missing=()
-    for pkg in etcd-server etcd-client; do installed "$pkg" || missing+=("$pkg"); done
-    if ((${#missing[@]})); then
-        echo "==== installing ${missing[*]}"
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
-        systemctl disable --now etcd 2>/dev/null || true
-        if [[ -x /etc/init.d/etcd ]]; then
-            /etc/init.d/etcd stop >/dev/null 2>&1 || true
-            update-rc.d etcd disable >/dev/null 2>&1 || true
-        fi
-    fi
+    ensure_packages etcd-server etcd-client
 fi
 for tool in etcd python3; do
     command -v "$tool" >/dev/null || {

@@ -6,15 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive ETCDCTL_API=3
 
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
-missing=()
-for pkg in etcd-server etcd-client; do installed "$pkg" || missing+=("$pkg"); done
-if ((${#missing[@]})); then
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-    systemctl disable --now etcd 2>/dev/null || true
-    if [[ -x /etc/init.d/etcd ]]; then /etc/init.d/etcd stop >/dev/null 2>&1 || true; fi
-fi
+source scripts/lib.sh
+ensure_packages etcd-server etcd-client
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/eae-demo.XXXXXX")"
 etcd_pid="" alice="" bob=""
@@ -30,16 +23,6 @@ cleanup() {
 trap cleanup EXIT
 
 # A port nothing listens on, from the ephemeral range (etcd failing to bind is retried below).
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return
-        fi
-    done
-}
 
 echo "==== starting a throwaway etcd"
 for attempt in 1 2 3; do

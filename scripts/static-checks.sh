@@ -14,6 +14,7 @@
 # Prints PASS/FAIL per check and exits 1 if any failed. Every process and temp dir is cleaned up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 if ((EUID != 0)); then
     echo "static-checks: needs root (chroot, unshare --pid --mount-proc)" >&2
@@ -72,17 +73,7 @@ bin="$(sed -n 's/^binary: //p' "$tmp/build.out" | tail -1)"
 
 # ---- etcd helpers --------------------------------------------------------------------------
 
-# A loopback port nothing listens on (a race with another binder is retried by start_etcd).
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return
-        fi
-    done
-}
+# free_port comes from scripts/lib.sh (a race with another binder is retried by start_etcd).
 
 # Test PKI like tests/support: EC CA; server cert with IP:127.0.0.1 SAN and serverAuth+clientAuth;
 # client cert /O=eae-test (no CN, so etcd takes no user name from it) with clientAuth.

@@ -12,31 +12,12 @@ section() {
 }
 trap 'echo "==== FAILED: ${step} ====" >&2' ERR
 
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
+source scripts/lib.sh
 
 section "Install test dependencies"
 # etcd-server/etcd-client: /usr/bin/etcd and /usr/bin/etcdctl for the real-etcd tests;
 # openssl: test certificates; procps: pgrep; musl-tools + busybox-static: static build checks.
-missing=()
-for pkg in etcd-server etcd-client openssl procps musl-tools busybox-static; do
-    installed "$pkg" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    echo "installing: ${missing[*]}"
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-    if [[ " ${missing[*]} " == *" etcd-server "* ]]; then
-        # The package may start an etcd service on 2379. The tests never use fixed ports, but a
-        # stray server only costs memory and CPU: stop and disable the packaged one.
-        systemctl disable --now etcd 2>/dev/null || true
-        if [[ -x /etc/init.d/etcd ]]; then
-            /etc/init.d/etcd stop >/dev/null 2>&1 || true
-            update-rc.d etcd disable >/dev/null 2>&1 || true
-        fi
-    fi
-else
-    echo "all packages present"
-fi
+ensure_packages etcd-server etcd-client openssl procps musl-tools busybox-static
 
 if ! rustup component list --installed | grep -q '^rustfmt'; then rustup component add rustfmt; fi
 if ! rustup component list --installed | grep -q '^clippy'; then rustup component add clippy; fi
