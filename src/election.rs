@@ -42,6 +42,8 @@ pub struct Settings {
     pub lease_ttl: Duration,
     /// How often to retry after etcd failed, and the longest pause between keepalives.
     pub retry_period: Duration,
+    /// How long leadership holds after the last acknowledged keepalive was sent.
+    pub renew_deadline: Duration,
     /// Delete every other key under the prefix when joining.
     pub force_acquire: bool,
 }
@@ -75,6 +77,8 @@ pub enum Loss {
     KeyDeleted,
     /// etcd says our lease no longer exists.
     LeaseGone,
+    /// A keepalive was acknowledged only after RENEW_DEADLINE had passed (the process stalled).
+    RenewalLapsed,
 }
 
 impl std::fmt::Display for Loss {
@@ -82,6 +86,7 @@ impl std::fmt::Display for Loss {
         f.write_str(match self {
             Loss::KeyDeleted => "our key was deleted",
             Loss::LeaseGone => "our lease is gone",
+            Loss::RenewalLapsed => "a renewal came back after the renew deadline had passed",
         })
     }
 }
@@ -102,7 +107,13 @@ pub enum Event {
 /// A running candidacy.
 pub struct Election {
     shared: Arc<Shared>,
+    /// Disconnects when the election thread has returned.
+    finished: Mutex<Receiver<()>>,
 }
+
+/// How long [`Election::resign`] waits for the election thread to finish a call in flight (a
+/// lease granted meanwhile is revoked by that thread before it returns).
+const FINISH_WAIT: Duration = Duration::from_secs(3);
 
 impl Election {
     /// Joins the election on background threads; `notify` receives every [`Event`].
@@ -122,12 +133,19 @@ impl Election {
             wake,
         });
         let worker = Arc::clone(&shared);
+        let (done, finished) = channel::<()>();
         thread::Builder::new()
             .name("election".into())
-            .spawn(move || Candidate::new(worker, inbox).run())
+            .spawn(move || {
+                let _done = done; // dropped when the thread returns
+                Candidate::new(worker, inbox).run()
+            })
             .map(|_| ())
             .unwrap_or_else(|e| shared.fatal(&format!("cannot start the election thread: {e}")));
-        Election { shared }
+        Election {
+            shared,
+            finished: Mutex::new(finished),
+        }
     }
 
     /// When the last keepalive that etcd acknowledged was sent (or the lease was granted).
@@ -144,10 +162,14 @@ impl Election {
             state.lease.take()
         };
         let _ = self.shared.wake.send(Wake::Stop);
-        match lease {
+        let revoked = match lease {
             Some(lease) => revoke(&self.shared.client, lease),
             None => Ok(()),
+        };
+        if let Ok(finished) = self.finished.lock() {
+            let _ = finished.recv_timeout(FINISH_WAIT);
         }
+        revoked
     }
 }
 
@@ -179,6 +201,8 @@ struct State {
     /// The session whose keepalives count.
     session: u64,
     last_renewal: Option<Instant>,
+    /// Leadership was announced for the current session.
+    leading: bool,
 }
 
 impl Shared {
@@ -192,8 +216,20 @@ impl Shared {
         self.lock().stopping
     }
 
+    /// Records an acknowledged keepalive sent at `sent`. While leading, a renewal sent
+    /// RENEW_DEADLINE or more after the previous one comes too late: leadership was forfeited in
+    /// between (a stalled process cannot have seen its deadline pass), and a successor may already
+    /// have adopted the lease. It is not counted, and the owner hears [`Loss::RenewalLapsed`].
     fn renewed(&self, session: u64, sent: Instant) {
         let mut state = self.lock();
+        let late = state.last_renewal.is_some_and(|last| {
+            sent.saturating_duration_since(last) >= self.settings.renew_deadline
+        });
+        if state.session == session && state.leading && late {
+            drop(state);
+            (self.notify)(Event::Lost(Loss::RenewalLapsed));
+            return;
+        }
         if state.session == session {
             // Keepalives from two threads may be answered out of order: keep the newest send.
             state.last_renewal = Some(state.last_renewal.map_or(sent, |last| last.max(sent)));
@@ -346,9 +382,13 @@ impl Candidate {
             .into_iter()
             .find(|kv| kv.value == settings.identity.as_bytes() && kv.lease != 0);
         let Some(kv) = ours else { return Ok(None) };
-        match self.lease_renewed_elsewhere(kv.lease)? {
-            Some(false) => {}
-            Some(true) => {
+        log::info(
+            "found our identity's key; waiting until its holder must have stopped",
+            &[("key", &key_of(&kv))],
+        );
+        match self.await_abandoned(kv.lease)? {
+            Abandoned::Yes => {}
+            Abandoned::RenewedElsewhere => {
                 log::error(
                     "another live instance uses our identity; queueing with a fresh key \
                      (identities must be unique)",
@@ -356,7 +396,15 @@ impl Candidate {
                 );
                 return Ok(None);
             }
-            None => return Ok(None), // the lease expired meanwhile, and its key with it
+            Abandoned::OtherDuration => {
+                log::warn(
+                    "our identity's key has a lease of another duration; queueing with a fresh key",
+                    &[("key", &key_of(&kv))],
+                );
+                return Ok(None);
+            }
+            // The lease expired meanwhile (and its key with it), or we are stopping.
+            Abandoned::Gone | Abandoned::Stopping => return Ok(None),
         }
         let sent = Instant::now();
         match self.client().lease_keepalive(kv.lease) {
@@ -384,30 +432,50 @@ impl Candidate {
         Ok(Some(session))
     }
 
-    /// Whether someone still keeps `lease` alive: its TTL is read twice, one keepalive interval
-    /// plus a second apart (TTLs are whole seconds); an abandoned lease's TTL falls in between.
-    /// `None` when the lease is gone. This keeps a second live instance with our identity from
-    /// adopting the first one's key and running beside it.
-    ///
-    /// A change of etcd's raft leader between the two reads refreshes every lease's TTL, so such a
-    /// pair says nothing: it is read again (a few times, then we assume someone renews it, which is
-    /// the safe side). `None` also when we are stopping.
-    fn lease_renewed_elsewhere(&mut self, lease: i64) -> Result<Option<bool>, etcd::Error> {
-        let window = self.settings().keepalive_interval() + Duration::from_millis(1100);
-        for _ in 0..3 {
-            let first = self.client().lease_time_to_live(lease)?;
-            if first.ttl <= 0 || !self.pause(window) {
-                return Ok(None);
+    /// Waits, without renewing it, until a lease found under our identity is provably abandoned:
+    /// its holder's last renewal lies at least (RENEW_DEADLINE + LEASE_DURATION) / 2 back — the
+    /// moment by which that holder, dead or merely stalled, has killed its command (a stalled holder
+    /// that wakes later forfeits: see `Shared::renewed`). TTLs are whole seconds, so the TTL is
+    /// sampled every 200 ms and the tightest bound on the holder's last renewal is kept. A TTL that
+    /// rises means someone renews the lease; a raft leader change refreshes every lease, so it
+    /// restarts the bound (later, hence safe). Bounded: the lease expires within one TTL.
+    fn await_abandoned(&mut self, lease: i64) -> Result<Abandoned, etcd::Error> {
+        const STEP: Duration = Duration::from_millis(200);
+        let settings = self.settings().clone();
+        let kill_point = (settings.renew_deadline + settings.lease_ttl) / 2;
+        let granted = settings.lease_ttl.as_secs() as i64;
+        let mut last_renewal_bound: Option<Instant> = None;
+        let mut previous: Option<(u64, i64)> = None;
+        loop {
+            let answer = self.client().lease_time_to_live(lease)?;
+            let now = Instant::now();
+            if answer.ttl <= 0 {
+                return Ok(Abandoned::Gone);
             }
-            let second = self.client().lease_time_to_live(lease)?;
-            if second.ttl <= 0 {
-                return Ok(None);
+            if answer.granted_ttl != granted {
+                return Ok(Abandoned::OtherDuration);
             }
-            if second.header.raft_term == first.header.raft_term {
-                return Ok(Some(second.ttl >= first.ttl));
+            let term = answer.header.raft_term;
+            match previous {
+                Some((t, ttl)) if t == term && answer.ttl > ttl => {
+                    return Ok(Abandoned::RenewedElsewhere)
+                }
+                Some((t, _)) if t != term => last_renewal_bound = None,
+                _ => {}
+            }
+            previous = Some((term, answer.ttl));
+            // The remaining time is below ttl + 1 s, so the last renewal was at most this long ago.
+            let since = Duration::from_secs((granted - answer.ttl - 1).max(0) as u64);
+            let bound = now.checked_sub(since).unwrap_or(now);
+            let bound = last_renewal_bound.map_or(bound, |b| b.min(bound));
+            last_renewal_bound = Some(bound);
+            if now >= bound + kill_point + STEP {
+                return Ok(Abandoned::Yes);
+            }
+            if !self.pause(STEP) {
+                return Ok(Abandoned::Stopping);
             }
         }
-        Ok(Some(true))
     }
 
     /// Grants a fresh lease and creates our key with it (preempting everyone with FORCE_ACQUIRE).
@@ -509,6 +577,7 @@ impl Candidate {
         let mut state = self.shared.lock();
         state.session = id;
         state.last_renewal = Some(sent);
+        state.leading = false;
         self.shared.status.lease_granted(sent);
         self.shared.status.attempt();
         Session {
@@ -646,6 +715,7 @@ impl Candidate {
 
     /// Leads until the key or the lease is lost, or we stop.
     fn lead(&mut self, session: &Session, own_watch: &mut u64, revision: i64) -> Outcome {
+        self.shared.lock().leading = true;
         (self.shared.notify)(Event::Leading(Leadership {
             key: session.key.clone(),
             revision: session.revision,
@@ -669,6 +739,9 @@ impl Candidate {
                             "cannot re-check our key; watching again",
                             &[("error", &error)],
                         );
+                        if !self.pause(self.settings().retry_period) {
+                            return Outcome::Finished;
+                        }
                         *own_watch = self.watch_own_key(session, revision + 1);
                         continue;
                     }
@@ -901,6 +974,15 @@ fn key_of(kv: &KeyValue) -> String {
 
 fn identity_of(kv: &KeyValue) -> String {
     String::from_utf8_lossy(&kv.value).into_owned()
+}
+
+/// What watching a lease found under our identity showed.
+enum Abandoned {
+    Yes,
+    RenewedElsewhere,
+    OtherDuration,
+    Gone,
+    Stopping,
 }
 
 /// Whether the lease was renewed recently enough to lead.

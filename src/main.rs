@@ -26,6 +26,7 @@ fn main() {
         identity: config.identity.clone(),
         lease_ttl: config.lease_duration,
         retry_period: config.retry_period,
+        renew_deadline: config.renew_deadline,
         force_acquire: config.force_acquire,
     };
     let client = connect(&config, &settings);

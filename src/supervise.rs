@@ -21,7 +21,7 @@ use signal_hook::consts::signal::{
 };
 use signal_hook::iterator::Signals;
 
-use crate::election::{self, Election, Leadership};
+use crate::election::{self, Election, Leadership, Loss};
 use crate::log;
 use crate::status::Status;
 
@@ -127,7 +127,7 @@ impl Supervisor {
 
     /// Revokes the lease and passes the exit code through.
     fn leave(&self, code: i32) -> i32 {
-        self.status.not_leading();
+        self.status.stepping_down();
         if let Err(error) = self.election.resign() {
             log::warn(
                 "cannot revoke the lease; it will expire by itself",
@@ -230,10 +230,6 @@ impl Supervisor {
                         continue;
                     }
                     self.status.stepping_down();
-                    log::warn(
-                        "renew deadline passed; stopping the child",
-                        &[("renew_deadline", &format!("{:?}", self.plan.renew_deadline))],
-                    );
                     self.stop_gracefully(child);
                     return exit::LEADERSHIP_LOST;
                 }
@@ -250,7 +246,8 @@ impl Supervisor {
                 Event::Signal(signal) => forward(child, signal),
                 Event::Election(election::Event::Lost(loss)) => {
                     self.status.stepping_down();
-                    log::warn("leadership lost; killing the child", &[("reason", &loss)]);
+                    kill_group(child.pid, SIGKILL);
+                    log::warn(killed_because(loss), &[("reason", &loss)]);
                     self.kill_now(child);
                     return exit::LEADERSHIP_LOST;
                 }
@@ -269,12 +266,15 @@ impl Supervisor {
     fn stop_gracefully(&mut self, child: &Child) {
         let last = self.election.last_renewal().unwrap_or_else(Instant::now);
         let kill_at = last + (self.plan.renew_deadline + self.plan.lease_duration) / 2;
+        // Signal first, log after: a log line can block on a stalled stderr pipe.
         kill_group(child.pid, SIGTERM);
+        log::warn(
+            "renew deadline passed; sent SIGTERM to the child",
+            &[("renew_deadline", &format!("{:?}", self.plan.renew_deadline))],
+        );
         if !self.wait_for_exit(child, kill_at) {
-            log::warn(
-                "child still running; sending SIGKILL",
-                &[("pid", &child.pid)],
-            );
+            kill_group(child.pid, SIGKILL);
+            log::warn("child still running; sent SIGKILL", &[("pid", &child.pid)]);
             self.kill_now(child);
         } else {
             kill_group(child.pid, SIGKILL);
@@ -307,16 +307,22 @@ impl Supervisor {
                 // Our key or lease is gone while the child is being stopped: another leader may be
                 // starting now, so the grace period ends here.
                 Ok(Event::Election(election::Event::Lost(loss))) => {
-                    log::warn(
-                        "leadership lost while stopping; killing the child",
-                        &[("reason", &loss)],
-                    );
                     kill_group(child.pid, SIGKILL);
+                    log::warn(killed_because(loss), &[("reason", &loss)]);
                 }
                 Ok(_) => continue,
                 Err(_) => return false,
             }
         }
+    }
+}
+
+/// The log line for a child killed because leadership ended under it. A renewal acknowledged only
+/// after the deadline is not a loss of the key: the renew deadline already took leadership away.
+fn killed_because(loss: Loss) -> &'static str {
+    match loss {
+        Loss::RenewalLapsed => "renewal lapsed; killed the child",
+        Loss::KeyDeleted | Loss::LeaseGone => "leadership lost; killed the child",
     }
 }
 

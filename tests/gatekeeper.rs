@@ -26,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use libc::{SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1};
+use libc::{SIGCONT, SIGHUP, SIGINT, SIGKILL, SIGSTOP, SIGTERM, SIGUSR1};
 use support::{bin, unique_name, Etcd};
 
 // ---------------------------------------------------------------------------
@@ -1336,6 +1336,48 @@ fn a_second_live_instance_with_the_same_identity_never_runs_beside_the_first() {
         s.stop("twin", 0);
         assert_eq!(twin.code(SOON), 0, "{}", s.report());
     }
+}
+
+#[test]
+fn a_stalled_leader_is_not_taken_over_by_an_instance_with_its_identity() {
+    // The reviewer's case: the leader's wrapper stalls (SIGSTOP stands in for a GC pause or a short
+    // partition) for less than RENEW_DEADLINE, so it is still entitled to lead, while a newcomer
+    // with the same identity finds its key with a falling TTL.
+    let t = Timings {
+        lease: 5,
+        renew: "3",
+        retry: "500ms",
+    };
+    let s = Scene::new();
+    let mut a = s.candidate("a", t);
+    s.await_start("a", SOON);
+    a.signal(SIGSTOP);
+    let stalled = Instant::now();
+    let mut twin = s.spawn("twin", s.env("a", t), s.child("twin", OnTerm::Trap));
+    // The stall itself is the condition under test: it must stay below RENEW_DEADLINE (3 s).
+    thread::sleep(Duration::from_millis(2000).saturating_sub(stalled.elapsed()));
+    a.signal(SIGCONT);
+    // a renews again, so the twin must see the TTL rise and queue with a fresh key.
+    s.wait("the twin queues with a fresh key", SOON, || {
+        s.keys().len() == 2
+    });
+    assert!(
+        s.start_of("twin").is_none(),
+        "the twin ran beside a stalled but entitled leader\n{}",
+        s.report()
+    );
+    assert!(
+        a.running(),
+        "a stopped although it was entitled\n{}",
+        s.report()
+    );
+    s.stop("a", 0);
+    assert_eq!(a.code(SOON), 0, "{}", s.report());
+    let a_end = s.end_of("a").expect("a's end");
+    let start = s.await_start("twin", SOON);
+    assert!(start.at > a_end, "{}", s.report());
+    s.stop("twin", 0);
+    assert_eq!(twin.code(SOON), 0, "{}", s.report());
 }
 
 // ---- interoperability with etcdctl elect ----

@@ -74,12 +74,23 @@ impl Error {
         self.grpc_code() == Some(code::OUT_OF_RANGE)
     }
 
-    /// True when the auth token was refused and a fresh one may help.
+    /// True when the auth token was refused and a fresh one may help: 401/code 16, or etcd's
+    /// "revision of auth store is old" (users or roles changed since the token was issued) and
+    /// "user name is empty" (no token reached it), both code 3.
     pub fn is_unauthenticated(&self) -> bool {
         match self {
             Error::Etcd {
-                http_status, code, ..
-            } => *code == Some(code::UNAUTHENTICATED) || *http_status == 401,
+                http_status,
+                code,
+                message,
+                ..
+            } => {
+                *code == Some(code::UNAUTHENTICATED)
+                    || *http_status == 401
+                    || (*code == Some(code::INVALID_ARGUMENT)
+                        && (message.contains("auth store is old")
+                            || message.contains("user name is empty")))
+            }
             _ => false,
         }
     }

@@ -233,7 +233,7 @@ impl Client {
         let mut watch = self.open_watch(request)?;
         let refused_token = matches!(
             &watch.pending,
-            Some(WatchMessage::Canceled { reason, .. }) if reason.contains("auth token")
+            Some(WatchMessage::Canceled { reason, .. }) if reason.contains("auth")
         );
         if refused_token && self.transport.has_credentials() {
             self.transport.forget_token();

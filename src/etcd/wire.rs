@@ -68,6 +68,7 @@ pub struct LeaseGrant {
 }
 
 /// The answer to a keepalive or time-to-live request; `ttl` is 0 (omitted) or -1 for a gone lease.
+/// `granted_ttl` is the TTL the lease was granted with (time-to-live answers only).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct LeaseTtl {
@@ -76,6 +77,8 @@ pub struct LeaseTtl {
     pub id: i64,
     #[serde(rename = "TTL", deserialize_with = "int")]
     pub ttl: i64,
+    #[serde(rename = "grantedTTL", deserialize_with = "int")]
+    pub granted_ttl: i64,
 }
 
 /// The order of a sorted range.
