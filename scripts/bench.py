@@ -40,6 +40,8 @@ import threading
 import time
 import traceback
 
+from harness_common import Processes, b64, prefix_end, proc_stat_fields
+
 NS_PER_MS = 1_000_000
 
 
@@ -50,21 +52,6 @@ NS_PER_MS = 1_000_000
 def log(message):
     stamp = datetime.datetime.now().strftime("%H:%M:%S")
     print(f"[bench {stamp}] {message}", flush=True)
-
-
-def b64(text):
-    if isinstance(text, str):
-        text = text.encode()
-    return base64.b64encode(text).decode()
-
-
-def prefix_end(prefix):
-    data = bytearray(prefix.encode())
-    for i in range(len(data) - 1, -1, -1):
-        if data[i] < 0xFF:
-            data[i] += 1
-            return bytes(data[: i + 1])
-    return b"\0"
 
 
 def percentile(sorted_values, p):
@@ -125,87 +112,6 @@ class NotMeasured(Exception):
 
 # ---------------------------------------------------------------------------------------------
 # processes
-
-
-def proc_stat_fields(pid):
-    """Fields of /proc/PID/stat after the command name (index 0 = state)."""
-    with open(f"/proc/{pid}/stat") as f:
-        data = f.read()
-    return data[data.rindex(")") + 2 :].split()
-
-
-class Processes:
-    """Starts every process in its own session and kills whole sessions at the end."""
-
-    def __init__(self, registry):
-        self.registry = registry
-        self.sessions = set()
-        self.lock = threading.Lock()
-
-    def spawn(self, argv, env=None, log_path=None, cwd=None):
-        out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        try:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out if log_path else subprocess.DEVNULL,
-                start_new_session=True,
-                close_fds=True,
-            )
-        finally:
-            if log_path:
-                out.close()
-        with self.lock:
-            self.sessions.add(proc.pid)
-        with open(self.registry, "a") as f:
-            f.write(f"{proc.pid}\n")
-        return proc
-
-    @staticmethod
-    def members(sid):
-        """PIDs of every live process in session `sid`."""
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                fields = proc_stat_fields(entry)
-            except (OSError, ValueError):
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                found.append(int(entry))
-        return found
-
-    def kill_session(self, sid, sig=signal.SIGKILL):
-        pids = self.members(sid)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        return pids
-
-    def reap(self, proc, timeout):
-        try:
-            proc.wait(timeout=timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-    def kill_all(self):
-        with self.lock:
-            sessions = sorted(self.sessions)
-        for sid in sessions:
-            self.kill_session(sid)
-        # Reap what we can so that no zombies are left behind by this process.
-        for sid in sessions:
-            try:
-                os.waitpid(sid, os.WNOHANG)
-            except ChildProcessError:
-                pass
 
 
 # ---------------------------------------------------------------------------------------------

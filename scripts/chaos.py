@@ -69,6 +69,8 @@ import threading
 import time
 import traceback
 
+from harness_common import Processes, b64, prefix_end
+
 LOCK = "chaos"
 CANDIDATES = 5
 LEASE_DURATION = 3  # s
@@ -123,16 +125,6 @@ def say(message):
     print(f"[{rel(now_ns())}] {message}", flush=True)
 
 
-def b64(text):
-    return base64.b64encode(text.encode()).decode()
-
-
-def prefix_end(prefix):
-    raw = bytearray(prefix.encode())
-    raw[-1] += 1
-    return base64.b64encode(bytes(raw)).decode()
-
-
 def proc_stat(pid):
     """(state, ppid, starttime) of a live or zombie process, None when it does not exist."""
     try:
@@ -175,71 +167,6 @@ def log_ts_ns(line):
 
 # ---------------------------------------------------------------------------------------------
 # processes
-
-
-class Processes:
-    """Starts every process in its own session and kills whole sessions at the end."""
-
-    def __init__(self, registry):
-        self.registry = registry
-        self.sessions = set()
-        self.lock = threading.Lock()
-
-    def spawn(self, argv, env, log_path):
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-                close_fds=True,
-            )
-        with self.lock:
-            self.sessions.add(proc.pid)
-        with open(self.registry, "a") as f:
-            f.write(f"{proc.pid}\n")
-        return proc
-
-    @staticmethod
-    def members(sid):
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    data = f.read()
-                fields = data[data.rindex(b")") + 2 :].split()
-            except (OSError, ValueError):
-                continue
-            if int(fields[3]) == sid and fields[0] != b"Z":
-                found.append(int(entry))
-        return found
-
-    def kill_all(self):
-        with self.lock:
-            sessions = sorted(self.sessions)
-        for _ in range(3):
-            left = 0
-            for sid in sessions:
-                for pid in self.members(sid):
-                    left += 1
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            if not left:
-                break
-            time.sleep(0.1)
-        for sid in sessions:
-            try:
-                os.waitpid(sid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-        # Everything is dead: the ids must not be used again by chaos.sh's backstop.
-        open(self.registry, "w").close()
 
 
 def clean_env(extra=None):
@@ -435,7 +362,7 @@ class Cluster:
 
     def keys(self):
         prefix = LOCK + "/"
-        answer = self.post("/v3/kv/range", {"key": b64(prefix), "range_end": prefix_end(prefix)})
+        answer = self.post("/v3/kv/range", {"key": b64(prefix), "range_end": b64(prefix_end(prefix))})
         return [
             (base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", "")).decode())
             for kv in answer.get("kvs", [])
