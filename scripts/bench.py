@@ -952,13 +952,13 @@ class Bench:
             else:
                 self.results.add(f"7 herd: handover latency ({waiters} waiters, LEASE=10)", tool,
                                  lat, "ms", "≤ 2× fig. 1 median (fig. 1 missing)")
-            self.results.add(f"7 herd: Txn+Range requests per handover (minus baseline)", tool,
+            self.results.add("7 herd: Txn+Range requests per handover (minus baseline)", tool,
                              wakes, "requests", f"≈ 1 waiter (≪ {waiters})",
                              met=lambda s: s["median"] <= 3, digits=0)
-            self.results.add(f"7 herd: Watch event msgs sent per handover (minus baseline)", tool, sent,
+            self.results.add("7 herd: Watch event msgs sent per handover (minus baseline)", tool, sent,
                              "msgs", f"≈ 1 waiter (≪ {waiters})",
                              met=lambda s: s["median"] <= 4, digits=0)
-            self.results.add(f"7 herd: baseline Watch msgs sent per 1 s without handover", tool,
+            self.results.add("7 herd: baseline Watch msgs sent per 1 s without handover", tool,
                              base, "msgs", "— (noise level)", digits=0)
         self.results.details["fig7"] = detail
 
