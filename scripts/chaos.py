@@ -7,7 +7,7 @@ injects faults at random for SECONDS, then checks what the candidates' commands 
   - no two commands ever ran at once (overlapping intervals),
   - no command outlived its wrapper (alive more than GRACE after the wrapper's exit was observed),
   - no lease is left in etcd once every wrapper has exited and LEASE_DURATION + 1 s have passed,
-  - fencing tokens (ETCD_AWAIT_ELECTION_REVISION) never go backwards from one command to the next,
+  - fencing tokens (ETCD_AWAIT_ELECTION_LEADER_REVISION) never go backwards from one command to the next,
   - no wrapper logged "leadership lost" (its key or lease vanished under a running command: with
     no operator deleting keys and no FORCE_ACQUIRE, the lease expired while the command still ran,
     which the renew deadline exists to prevent),
@@ -94,7 +94,7 @@ ended() {
 trap 'ended TERM; exit 143' TERM
 now
 printf 'start %s %s %s %s %s\n' "$REPLY" "$ETCD_AWAIT_ELECTION_IDENTITY" "$$" "$PPID" \
-    "${ETCD_AWAIT_ELECTION_REVISION:-?}" >>"$CHAOS_LOG"
+    "${ETCD_AWAIT_ELECTION_LEADER_REVISION:-?}" >>"$CHAOS_LOG"
 sleep "$CHAOS_CHILD_SECONDS" &
 wait $!
 ended done

@@ -190,7 +190,7 @@ lock="eae-static-root-$$"
 start="$(now)"
 rc=0
 # A scratch container's environment: nothing but our variables (no PATH, no HOME).
-# shellcheck disable=SC2016 # $ETCD_AWAIT_ELECTION_KEY is for the child's shell
+# shellcheck disable=SC2016 # $ETCD_AWAIT_ELECTION_LEADER_KEY is for the child's shell
 env -i \
     ETCD_AWAIT_ELECTION_LOCK_NAME="$lock" \
     ETCD_AWAIT_ELECTION_IDENTITY=empty-root \
@@ -199,13 +199,13 @@ env -i \
     ETCD_AWAIT_ELECTION_CERT=/tls/client.pem \
     ETCD_AWAIT_ELECTION_KEY=/tls/client.key \
     "$(command -v timeout)" 30 "$(command -v chroot)" "$root" \
-    /etcd-await-election /busybox sh -c 'echo "led $ETCD_AWAIT_ELECTION_KEY"; exit 7' \
+    /etcd-await-election /busybox sh -c 'echo "led $ETCD_AWAIT_ELECTION_LEADER_KEY key=$ETCD_AWAIT_ELECTION_KEY"; exit 7' \
     </dev/null >"$tmp/root.out" 2>"$tmp/root.err" || rc=$?
 took="$(elapsed "$start")"
 echo "exit code $rc after $took; stdout: $(cat "$tmp/root.out"); wrapper log:"
 indent <"$tmp/root.err"
-if grep -Eq "^led $lock/[0-9a-f]+\$" "$tmp/root.out"; then
-    pass "empty root: won the election over mutual TLS and ran /busybox sh (printed 'led $lock/…')"
+if grep -Eq "^led $lock/[0-9a-f]+ key=/tls/client.key\$" "$tmp/root.out"; then
+    pass "empty root: won the election over mutual TLS and ran /busybox sh (printed 'led $lock/…'; the TLS key variable reached it unchanged)"
 else
     fail "empty root: the child did not run as leader (stdout: $(cat "$tmp/root.out"))"
 fi

@@ -2,10 +2,12 @@
 //!
 //! The modules follow the data: [`config`] turns the environment into a validated configuration,
 //! [`etcd`] talks to etcd's JSON gateway, [`election`] runs etcd's election recipe on top of it, and
-//! [`supervise`] starts, signals and reaps the command while leadership holds. [`log`] writes the
-//! one-line-per-state-change log they all share; [`status`] holds what this instance knows
-//! and serves it over HTTP.
+//! [`supervise`] starts, signals, reaps and stops the command while leadership holds. [`log`] writes
+//! the one-line-per-state-change log they all share without ever blocking them; [`clock`] is the
+//! boot-time clock every safety deadline is measured on; [`status`] shows what the supervisor knows
+//! over HTTP.
 
+pub mod clock;
 pub mod config;
 pub mod election;
 pub mod etcd;

@@ -1,17 +1,111 @@
 //! One line per state change on stderr: an RFC 3339 UTC timestamp, a level, a message and
 //! `key=value` fields — or one JSON object per line when `ETCD_AWAIT_ELECTION_LOG_FORMAT=json`.
 //! Callers never pass secrets (passwords, tokens, key material) as fields.
+//!
+//! Rule: logging never blocks the caller. A stderr pipe that nobody drains (a stalled log collector,
+//! or the command filling the same pipe) must not hold up the threads that keep the lease and stop
+//! the command. Lines go into a bounded queue that one writer thread drains; a line that finds the
+//! queue full is dropped and counted, and the writer says how many were dropped once it can write
+//! again. Before [`init`] (and if the writer cannot start) lines are written directly, which is
+//! only ever the case before any safety-relevant thread exists.
 
 use std::fmt::Display;
 use std::io::Write;
-use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-static JSON: OnceLock<bool> = OnceLock::new();
+/// Lines that may wait for the writer; more are dropped (and counted).
+const QUEUE_LINES: usize = 256;
 
-/// Chooses JSON lines instead of text; the first call wins.
-pub fn use_json(json: bool) {
-    let _ = JSON.set(json);
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// The queue to the writer thread and its bookkeeping.
+struct Logger {
+    json: bool,
+    queue: SyncSender<String>,
+    dropped: AtomicU64,
+    /// Lines queued and lines written (or given up on), for [`flush`].
+    progress: Mutex<(u64, u64)>,
+    written: Condvar,
+}
+
+/// Starts the writer thread; `json` chooses JSON lines. The first call wins.
+pub fn init(json: bool) {
+    let (queue, lines) = sync_channel(QUEUE_LINES);
+    let logger = Logger {
+        json,
+        queue,
+        dropped: AtomicU64::new(0),
+        progress: Mutex::new((0, 0)),
+        written: Condvar::new(),
+    };
+    if LOGGER.set(logger).is_ok() {
+        let started = thread::Builder::new()
+            .name("log".into())
+            .spawn(move || write_forever(lines));
+        if started.is_err() {
+            write_stderr(
+                b"etcd-await-election: cannot start the log writer; logging to stderr directly\n",
+            );
+        }
+    }
+}
+
+/// Waits until every queued line is written, at most `timeout` (stderr may be stalled for good).
+pub fn flush(timeout: Duration) {
+    let Some(logger) = LOGGER.get() else { return };
+    let deadline = Instant::now() + timeout;
+    let mut progress = lock(&logger.progress);
+    while progress.1 < progress.0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        progress = logger
+            .written
+            .wait_timeout(progress, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
+/// Lines dropped so far because the writer could not keep up.
+pub fn dropped() -> u64 {
+    LOGGER
+        .get()
+        .map_or(0, |l| l.dropped.load(Ordering::Relaxed))
+}
+
+fn write_forever(lines: Receiver<String>) {
+    let Some(logger) = LOGGER.get() else { return };
+    for line in lines {
+        write_stderr(line.as_bytes());
+        let dropped = logger.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let note = format_line(
+                logger.json,
+                Level::Warn,
+                "log lines were dropped while stderr was blocked",
+                &[("count", &dropped)],
+            );
+            write_stderr(note.as_bytes());
+        }
+        let mut progress = lock(&logger.progress);
+        progress.1 += 1;
+        logger.written.notify_all();
+    }
+}
+
+/// One write to stderr; errors (a closed pipe) are ignored: there is nowhere else to report them.
+fn write_stderr(bytes: &[u8]) {
+    let _ = std::io::stderr().lock().write_all(bytes);
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How serious a line is.
@@ -32,14 +126,24 @@ impl Level {
     }
 }
 
-/// Writes one line.
+/// Writes one line without ever blocking (see the module docs).
 pub fn line(level: Level, message: &str, fields: &[(&str, &dyn Display)]) {
-    let text = if *JSON.get().unwrap_or(&false) {
-        json_line(level, message, fields)
-    } else {
-        text_line(level, message, fields)
+    let Some(logger) = LOGGER.get() else {
+        write_stderr(format_line(false, level, message, fields).as_bytes());
+        return;
     };
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    let text = format_line(logger.json, level, message, fields);
+    let mut progress = lock(&logger.progress);
+    match logger.queue.try_send(text) {
+        Ok(()) => progress.0 += 1,
+        Err(TrySendError::Full(_)) => {
+            logger.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(TrySendError::Disconnected(text)) => {
+            drop(progress);
+            write_stderr(text.as_bytes());
+        }
+    }
 }
 
 /// Writes an info line.
@@ -55,6 +159,14 @@ pub fn warn(message: &str, fields: &[(&str, &dyn Display)]) {
 /// Writes an error.
 pub fn error(message: &str, fields: &[(&str, &dyn Display)]) {
     line(Level::Error, message, fields);
+}
+
+fn format_line(json: bool, level: Level, message: &str, fields: &[(&str, &dyn Display)]) -> String {
+    if json {
+        json_line(level, message, fields)
+    } else {
+        text_line(level, message, fields)
+    }
 }
 
 fn text_line(level: Level, message: &str, fields: &[(&str, &dyn Display)]) -> String {

@@ -2,16 +2,20 @@
 //! Wiring only: arguments and environment → configuration → etcd client → election → supervisor.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::process::exit;
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_await_election::config::{self, Cli, Config, Mode};
-use etcd_await_election::election::{self, Election, Settings};
+use etcd_await_election::election::{Election, RenewalClock, Settings};
 use etcd_await_election::etcd::{self, Client, ClientConfig, NamedPath, TlsFiles};
 use etcd_await_election::log;
 use etcd_await_election::status::{self, Status};
-use etcd_await_election::supervise::{self, exit as code, Plan};
+use etcd_await_election::supervise::{self, exit as code, Inbox, Plan};
+
+/// How long the last log lines may take to reach a stalled stderr before the process exits.
+const LOG_FLUSH: Duration = Duration::from_secs(1);
 
 fn main() {
     let command = command_from_args();
@@ -20,7 +24,9 @@ fn main() {
         Ok(Mode::Disabled) => exit(supervise::exec(&command)),
         Err(error) => config_error(error),
     };
-    log::use_json(config.log_format == config::LogFormat::Json);
+    // Before any thread exists: the signal mask every thread inherits.
+    supervise::prepare_process();
+    log::init(config.log_format == config::LogFormat::Json);
     let settings = Settings {
         lock_name: config.lock_name.clone(),
         identity: config.identity.clone(),
@@ -31,20 +37,32 @@ fn main() {
     };
     let client = connect(&config, &settings);
     log::info("starting", &[("config", &config.summary())]);
+    let inbox = match Inbox::start() {
+        Ok(inbox) => inbox,
+        Err(error) => {
+            log::error("cannot install signal handlers", &[("error", &error)]);
+            finish(code::UNAVAILABLE)
+        }
+    };
+    let clock = Arc::new(RenewalClock::new(config.renew_deadline));
+    let election = Election::start(client, settings, clock, inbox.notifier());
     let status = Arc::new(Status::new(&config.identity, config.renew_deadline));
     if let Some(address) = &config.status_endpoint {
-        serve_status(address, &status, &client, &config);
+        serve_status(
+            address,
+            &status,
+            Box::new(election.leader_source()),
+            &config,
+        );
     }
     let plan = Plan {
         command,
         lease_duration: config.lease_duration,
         renew_deadline: config.renew_deadline,
         acquire_timeout: config.acquire_timeout,
+        hidden_env: vec!["ETCD_AWAIT_ELECTION_PASSWORD"],
     };
-    let election_status = Arc::clone(&status);
-    exit(supervise::run(plan, status, move |notify| {
-        Election::start(client, settings, election_status, notify)
-    }));
+    finish(supervise::run(plan, inbox, election, status))
 }
 
 /// The command to run; `--help`, `--version` and usage errors end the process here.
@@ -52,16 +70,19 @@ fn command_from_args() -> Vec<OsString> {
     match config::parse_args(std::env::args_os().skip(1)) {
         Ok(Cli::Run(command)) => command,
         Ok(Cli::Help) => {
-            print!("{}", config::usage());
+            print_out(config::usage());
             exit(0);
         }
         Ok(Cli::Version) => {
             let (version, target) = (env!("CARGO_PKG_VERSION"), env!("EAE_TARGET"));
-            println!("etcd-await-election {version} ({target})");
+            print_out(&format!("etcd-await-election {version} ({target})\n"));
             exit(0);
         }
         Err(error) => {
-            eprintln!("etcd-await-election: {error}\n\n{}", config::usage());
+            print_err(&format!(
+                "etcd-await-election: {error}\n\n{}",
+                config::usage()
+            ));
             exit(code::USAGE);
         }
     }
@@ -79,15 +100,24 @@ fn connect(config: &Config, settings: &Settings) -> Client {
 }
 
 /// Starts the status endpoint; an address that cannot be bound is a configuration error.
-fn serve_status(address: &str, status: &Arc<Status>, client: &Client, config: &Config) {
-    let (lock, source) = (config.lock_name.clone(), client.clone());
-    let leader = Box::new(move || election::current_leader(&source, &lock).ok().flatten());
+fn serve_status(
+    address: &str,
+    status: &Arc<Status>,
+    leader: status::LeaderSource,
+    config: &Config,
+) {
     match status::serve(address, Arc::clone(status), leader, config.retry_period) {
         Ok(bound) => log::info("status endpoint listening", &[("address", &bound)]),
-        Err(error) => config_error(format!(
-            "{}STATUS_ENDPOINT={address:?}: cannot listen: {error}",
-            config::PREFIX
-        )),
+        Err(error) => {
+            log::error(
+                "cannot listen",
+                &[
+                    ("variable", &format!("{}STATUS_ENDPOINT", config::PREFIX)),
+                    ("error", &error),
+                ],
+            );
+            finish(code::CONFIG)
+        }
     }
 }
 
@@ -116,12 +146,29 @@ fn client_config(config: &Config, settings: &Settings) -> ClientConfig {
             username: c.username.clone(),
             password: c.password.clone(),
         }),
-        request_timeout: settings.keepalive_interval().max(Duration::from_secs(1)),
+        request_timeout: settings.request_budget(),
         watch_idle_timeout: config.lease_duration * 2,
     }
 }
 
+/// Flushes the log (bounded: stderr may be stalled) and exits.
+fn finish(code: i32) -> ! {
+    log::flush(LOG_FLUSH);
+    exit(code)
+}
+
 fn config_error(error: impl std::fmt::Display) -> ! {
-    eprintln!("etcd-await-election: {error}");
+    print_err(&format!("etcd-await-election: {error}\n"));
     exit(code::CONFIG)
+}
+
+/// Writes to stdout; a closed stdout is ignored (printing must never panic).
+fn print_out(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Writes to stderr; errors are ignored.
+fn print_err(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }

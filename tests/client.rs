@@ -16,9 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use etcd_await_election::etcd::{
-    code, Client, ClientConfig, Compare, CompareResult, Credentials, Error, Event, EventKind,
+    code, Cancel, Client, ClientConfig, Compare, CompareResult, Credentials, Error, EventKind,
     NamedPath, Op, OpResponse, RangeRequest, SortOrder, SortTarget, TlsFiles, TxnRequest, Watch,
-    WatchMessage, WatchRequest,
+    WatchEvent, WatchMessage, WatchRequest,
 };
 use support::{wait_until, Cluster, Etcd};
 
@@ -84,7 +84,7 @@ fn within<T: Send + 'static>(
 }
 
 /// Reads `watch` until `count` events arrived; any other message, an error or the end fails the test.
-fn next_events(watch: &mut Watch, count: usize) -> Vec<Event> {
+fn next_events(watch: &mut Watch, count: usize) -> Vec<WatchEvent> {
     let mut events = Vec::new();
     while events.len() < count {
         match watch.next() {
@@ -168,7 +168,7 @@ fn http_post(hostport: &str, path: &str, headers: &[(&str, &str)], body: &str) -
 fn exercise(client: &Client, key: &str) {
     let grant = client.lease_grant(30).expect("lease_grant");
     let mut watch = client
-        .watch(&WatchRequest::key(key, 0))
+        .watch(&WatchRequest::key(key, 0), &Cancel::default())
         .expect("open the watch");
     let put = client.put(key.as_bytes(), b"v", grant.id).expect("put");
     assert_eq!(value_of(client, key).as_deref(), Some(&b"v"[..]));
@@ -525,7 +525,9 @@ fn txn_runs_put_range_and_delete_ops_in_order() {
 fn watch_sees_a_put_then_a_delete_in_order() {
     let etcd = Etcd::start();
     let client = client_of(&etcd);
-    let mut watch = client.watch(&WatchRequest::key("w", 0)).expect("watch");
+    let mut watch = client
+        .watch(&WatchRequest::key("w", 0), &Cancel::default())
+        .expect("watch");
     assert_eq!(watch.endpoint(), Some(etcd.client_url().as_str()));
 
     client.put(b"other", b"not watched", 0).expect("put");
@@ -552,7 +554,10 @@ fn watch_from_a_past_revision_replays_history() {
     let first = client.put(b"h", b"1", 0).expect("put");
     let second = client.put(b"h", b"2", 0).expect("put");
     let mut watch = client
-        .watch(&WatchRequest::key("h", first.header.revision))
+        .watch(
+            &WatchRequest::key("h", first.header.revision),
+            &Cancel::default(),
+        )
         .expect("watch");
     let events = next_events(&mut watch, 2);
     let seen: Vec<(i64, &[u8])> = events
@@ -578,7 +583,10 @@ fn watch_from_a_compacted_revision_is_canceled_then_ends() {
     client.compact(last.header.revision).expect("compact");
 
     let watch = client
-        .watch(&WatchRequest::key("c", first.header.revision))
+        .watch(
+            &WatchRequest::key("c", first.header.revision),
+            &Cancel::default(),
+        )
         .expect("watch");
     let (items, _) = drain_within(watch, Duration::from_secs(15));
     let [Ok(WatchMessage::Canceled {
@@ -597,7 +605,9 @@ fn watch_on_a_killed_member_ends_without_hanging() {
     let mut config = config(&[etcd.client_url()]);
     config.watch_idle_timeout = Duration::from_secs(2);
     let client = connect(config);
-    let mut watch = client.watch(&WatchRequest::key("k", 0)).expect("watch");
+    let mut watch = client
+        .watch(&WatchRequest::key("k", 0), &Cancel::default())
+        .expect("watch");
     let put = client.put(b"k", b"v", 0).expect("put");
     assert_eq!(
         next_events(&mut watch, 1)[0].kv.mod_revision,
@@ -612,7 +622,7 @@ fn watch_on_a_killed_member_ends_without_hanging() {
     );
     // A new watch fails at once: nobody listens any more.
     let error = client
-        .watch(&WatchRequest::key("k", 0))
+        .watch(&WatchRequest::key("k", 0), &Cancel::default())
         .err()
         .expect("watch on a killed member");
     assert!(error.is_endpoint_failure(), "{error:?}");
@@ -625,7 +635,9 @@ fn watch_on_a_frozen_member_times_out_after_the_idle_timeout() {
     let mut config = config(&[etcd.client_url()]);
     config.watch_idle_timeout = idle;
     let client = connect(config);
-    let watch = client.watch(&WatchRequest::key("k", 0)).expect("watch");
+    let watch = client
+        .watch(&WatchRequest::key("k", 0), &Cancel::default())
+        .expect("watch");
 
     etcd.freeze();
     let (items, took) = drain_within(watch, idle * 10);
@@ -650,7 +662,7 @@ fn watch_reopened_after_its_idle_timeout_sees_what_happened_meanwhile() {
     let before = client.put(b"r", b"before", 0).expect("put");
     let next_revision = before.header.revision + 1;
     let watch = client
-        .watch(&WatchRequest::key("r", next_revision))
+        .watch(&WatchRequest::key("r", next_revision), &Cancel::default())
         .expect("watch");
 
     // Nothing happens to the key: the read times out and the watch ends.
@@ -673,7 +685,7 @@ fn watch_reopened_after_its_idle_timeout_sees_what_happened_meanwhile() {
     // While no watch is open, the key changes.
     let missed = client.put(b"r", b"meanwhile", 0).expect("put");
     let mut watch = client
-        .watch(&WatchRequest::key("r", next_revision))
+        .watch(&WatchRequest::key("r", next_revision), &Cancel::default())
         .expect("watch again");
     let events = next_events(&mut watch, 1);
     assert_eq!(events[0].kind, EventKind::Put);
@@ -719,7 +731,9 @@ fn a_dead_endpoint_fails_over_to_a_live_one() {
     assert_eq!(client.current_endpoint(), etcd.client_url());
     // Later calls start at the endpoint that answered; streams fail over too.
     assert_eq!(value_of(&client, "k").as_deref(), Some(&b"v"[..]));
-    let watch = client.watch(&WatchRequest::key("k", 0)).expect("watch");
+    let watch = client
+        .watch(&WatchRequest::key("k", 0), &Cancel::default())
+        .expect("watch");
     assert_eq!(watch.endpoint(), Some(etcd.client_url().as_str()));
 
     let client = connect(config(&[dead, etcd.client_url()]));
@@ -864,7 +878,9 @@ fn a_frozen_member_times_out_within_the_budget() {
             client.lease_keepalive(lease).err()
         }),
         ("watch", |client, _| {
-            client.watch(&WatchRequest::key("k", 0)).err()
+            client
+                .watch(&WatchRequest::key("k", 0), &Cancel::default())
+                .err()
         }),
     ];
     for (call, run) in calls {
@@ -1005,7 +1021,7 @@ fn ca_only_tls_works_and_a_wrong_ca_is_a_certificate_error() {
     assert!(text.contains("certificate"), "{text}");
     assert!(text.contains("UnknownIssuer"), "{text}");
     let error = wrong
-        .watch(&WatchRequest::key("k", 0))
+        .watch(&WatchRequest::key("k", 0), &Cancel::default())
         .err()
         .expect("watch with the wrong CA");
     assert!(error.to_string().contains("UnknownIssuer"), "{error}");
@@ -1130,7 +1146,7 @@ fn wrong_password_or_no_credentials_are_clear_etcd_errors() {
     for error in [
         client.put(b"k", b"v", 0).expect_err("put"),
         client
-            .watch(&WatchRequest::key("k", 0))
+            .watch(&WatchRequest::key("k", 0), &Cancel::default())
             .err()
             .expect("watch"),
     ] {
@@ -1207,7 +1223,7 @@ fn an_expired_token_is_renewed_transparently() {
         .expect("keepalive after the token expired");
 
     let mut watch = watcher
-        .watch(&WatchRequest::key("k", 0))
+        .watch(&WatchRequest::key("k", 0), &Cancel::default())
         .expect("watch with an expired token");
     let put = unary.put(b"k", b"3", 0).expect("put");
     let events = next_events(&mut watch, 1);

@@ -38,9 +38,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_await_election::etcd::{
-    Client, ClientConfig, Compare, CompareResult, DeleteResponse, Event, Header, KeyValue,
+    Cancel, Client, ClientConfig, Compare, CompareResult, DeleteResponse, Header, KeyValue,
     LeaseGrant, LeaseTtl, Op, OpResponse, PutResponse, RangeRequest, RangeResponse, TxnRequest,
-    TxnResponse, WatchRequest,
+    TxnResponse, WatchEvent, WatchRequest,
 };
 use support::proxy::Proxy;
 use support::{bin, unique_name, wait_until, Cluster, Etcd};
@@ -134,7 +134,7 @@ impl Drop for Scratch {
 const CHILD: &str = r#"
 marks=$1 stop=$2
 trap 'echo "end $(date +%s%N) $$ term" >> "$marks"; exit 0' TERM
-echo "start $(date +%s%N) $$ $ETCD_AWAIT_ELECTION_KEY" >> "$marks"
+echo "start $(date +%s%N) $$ $ETCD_AWAIT_ELECTION_LEADER_KEY" >> "$marks"
 while [ ! -e "$stop" ]; do sleep 0.05; done
 echo "end $(date +%s%N) $$ done" >> "$marks"
 "#;
@@ -144,7 +144,7 @@ echo "end $(date +%s%N) $$ done" >> "$marks"
 const STUBBORN_CHILD: &str = r#"
 marks=$1 stop=$2
 trap 'echo "term $(date +%s%N) $$" >> "$marks"' TERM
-echo "start $(date +%s%N) $$ $ETCD_AWAIT_ELECTION_KEY" >> "$marks"
+echo "start $(date +%s%N) $$ $ETCD_AWAIT_ELECTION_LEADER_KEY" >> "$marks"
 while [ ! -e "$stop" ]; do sleep 0.05; done
 echo "end $(date +%s%N) $$ done" >> "$marks"
 "#;
@@ -1230,7 +1230,7 @@ fn client_ops() -> Vec<(&'static str, Box<dyn Fn(&Client) -> Result<(), String>>
         ("kv/compaction", Box::new(|c: &Client| done(c.compact(3)))),
         (
             "watch",
-            Box::new(|c: &Client| done(c.watch(&WatchRequest::key("k", 2)))),
+            Box::new(|c: &Client| done(c.watch(&WatchRequest::key("k", 2), &Cancel::default()))),
         ),
         ("health", Box::new(|c: &Client| done(c.health()))),
     ]
@@ -1771,7 +1771,7 @@ fn decode_all(bytes: &[u8]) {
     let _ = serde_json::from_slice::<OpResponse>(bytes);
     let _ = serde_json::from_slice::<Header>(bytes);
     let _ = serde_json::from_slice::<KeyValue>(bytes);
-    let _ = serde_json::from_slice::<Event>(bytes);
+    let _ = serde_json::from_slice::<WatchEvent>(bytes);
 }
 
 #[test]
@@ -1822,7 +1822,7 @@ fn watch_and_keepalive_streams_of_mutated_lines_never_panic_the_client() {
         // Even requests read a watch to its end, odd ones a keepalive answer.
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             if i % 2 == 0 {
-                if let Ok(watch) = client.watch(&WatchRequest::key("k", 2)) {
+                if let Ok(watch) = client.watch(&WatchRequest::key("k", 2), &Cancel::default()) {
                     watch.take(10).for_each(drop);
                 }
             } else {

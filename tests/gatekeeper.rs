@@ -68,7 +68,7 @@ const STEADY: Timings = Timings {
 const CHILD: &str = r#"d=$1 n=$2
 now() { date +%s%N; }
 echo $$ > "$d/$n.pid"
-echo "start $n $(now) $$ ${ETCD_AWAIT_ELECTION_KEY-} ${ETCD_AWAIT_ELECTION_REVISION-} ${ETCD_AWAIT_ELECTION_LEASE_ID-}" >> "$d/log"
+echo "start $n $(now) $$ ${ETCD_AWAIT_ELECTION_LEADER_KEY-} ${ETCD_AWAIT_ELECTION_LEADER_REVISION-} ${ETCD_AWAIT_ELECTION_LEADER_LEASE_ID-}" >> "$d/log"
 if [ "$3" = trap ]; then
   trap 'echo "term $n $(now)" >> "$d/log"; echo "end $n $(now)" >> "$d/log"; exit 0' TERM
   trap 'echo "hup $n $(now)" >> "$d/log"' HUP
@@ -1044,14 +1044,19 @@ fn force_acquire_preempts_the_leader_and_requeues_waiters() {
     assert_eq!(a.code(SOON), 75, "{}", s.report());
     assert!(!alive(a_start.pid), "a's child survived its wrapper");
 
-    // b's key was deleted while it waited: it queues again, behind c, with a fresh lease.
+    // b's key was deleted while it waited: it queues again, behind c, with its lease (which
+    // FORCE_ACQUIRE did not touch) and a new place.
     s.wait("b queued again behind c", SOON, || {
         s.identities() == ["c", "b"]
     });
     let keys = s.keys();
     assert_eq!(keys[0].key, c_start.key);
-    assert_ne!(keys[1].lease, old_b.lease, "b kept its deleted key's lease");
-    assert_ne!(keys[1].key, old_b.key);
+    assert_eq!(keys[1].lease, old_b.lease, "b changed its live lease");
+    assert!(
+        keys[1].create_revision > keys[0].create_revision,
+        "{}",
+        s.report()
+    );
     assert!(b.running() && s.start_of("b").is_none(), "{}", s.report());
 
     s.stop("c", 0);
@@ -1107,7 +1112,7 @@ fn the_child_is_stopped_before_the_lease_can_expire_when_etcd_freezes() {
     let t = Timings {
         lease: 3,
         renew: "1",
-        retry: "500ms",
+        retry: "400ms",
     };
     let s = Scene::new();
     let mut a = s.candidate("a", t);
@@ -1189,13 +1194,14 @@ fn an_operator_deleting_a_waiter_key_or_revoking_the_leader_lease() {
     let mut c = s.candidate("c", STEADY);
     let keys = s.await_keys(3, SOON);
 
-    // A waiter whose key is deleted queues again, with a fresh lease, at the end.
+    // A waiter whose key is deleted queues again at the end, with its lease (still alive).
     s.etcd().etcdctl_ok(&["del", &keys[1].key]);
     s.wait("b queued again at the end", SOON, || {
         s.identities() == ["a", "c", "b"]
     });
     let requeued = s.keys()[2].clone();
-    assert_ne!(requeued.lease, keys[1].lease);
+    assert_eq!(requeued.lease, keys[1].lease);
+    assert!(requeued.create_revision > keys[2].create_revision);
     assert!(b.running() && c.running(), "{}", s.report());
 
     // The leader's lease revoked: its child is stopped, 75, and c (now next) leads.

@@ -11,6 +11,8 @@ pub mod code {
     pub const NOT_FOUND: u32 = 5;
     /// The caller lacks a permission.
     pub const PERMISSION_DENIED: u32 = 7;
+    /// A resource ran out; etcd's NOSPACE alarm ("database space exceeded") among others.
+    pub const RESOURCE_EXHAUSTED: u32 = 8;
     /// The request is valid but cannot be served now (e.g. no leader).
     pub const UNAVAILABLE: u32 = 14;
     /// The auth token is missing, invalid or expired.
@@ -48,6 +50,8 @@ pub enum Error {
     },
     /// The lease does not exist any more: a keepalive was answered without a TTL.
     LeaseGone { lease: i64 },
+    /// The call was cancelled by its owner (see [`super::Cancel`]).
+    Cancelled { op: &'static str },
     /// Every endpoint failed; one error per endpoint, in the order they were tried.
     AllEndpointsFailed {
         op: &'static str,
@@ -95,6 +99,44 @@ impl Error {
         }
     }
 
+    /// True when retrying cannot help: a bad setup, wrong credentials, a missing permission, a
+    /// request etcd calls malformed — or every endpoint failed in one of those ways.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Setup { .. } => true,
+            Error::AllEndpointsFailed { failures, .. } => failures.iter().all(Error::is_permanent),
+            _ => matches!(
+                self.grpc_code(),
+                Some(code::INVALID_ARGUMENT | code::PERMISSION_DENIED | code::UNAUTHENTICATED)
+            ),
+        }
+    }
+
+    /// What kind of failure this is, in a few words for a log line ("etcd unreachable").
+    pub fn summary(&self) -> &'static str {
+        match self {
+            Error::Transport { .. } => "etcd unreachable",
+            Error::AllEndpointsFailed { failures, .. }
+                if failures
+                    .iter()
+                    .all(|f| matches!(f, Error::Transport { .. })) =>
+            {
+                "etcd unreachable"
+            }
+            Error::AllEndpointsFailed { .. } => "every etcd endpoint failed",
+            Error::Etcd {
+                code: Some(code::RESOURCE_EXHAUSTED),
+                ..
+            } => "etcd database space exceeded (NOSPACE)",
+            Error::Etcd { http_status, .. } if *http_status >= 500 => "etcd cannot serve requests",
+            Error::Etcd { .. } => "etcd refused the request",
+            Error::Decode { .. } => "etcd's answer could not be understood",
+            Error::LeaseGone { .. } => "the lease is gone",
+            Error::Setup { .. } => "the etcd client is not set up",
+            Error::Cancelled { .. } => "cancelled",
+        }
+    }
+
     /// True when another endpoint may succeed where this one failed: the connection failed, or the
     /// member answered 5xx (no leader, shutting down, overloaded).
     pub fn is_endpoint_failure(&self) -> bool {
@@ -139,6 +181,7 @@ impl fmt::Display for Error {
                 detail,
             } => write!(f, "{op} on {endpoint}: bad answer from etcd: {detail}"),
             Error::LeaseGone { lease } => write!(f, "lease {lease:x} is gone"),
+            Error::Cancelled { op } => write!(f, "{op} was cancelled"),
             Error::AllEndpointsFailed { op, failures } => {
                 write!(f, "{op}: all {} endpoints failed", failures.len())?;
                 for failure in failures {

@@ -9,6 +9,7 @@
 //! total budget; instead each read waits at most `watch_idle_timeout`, so a connection that went
 //! silent ends the watch with a timeout error and the caller re-establishes it from the next revision.
 
+mod cancel;
 pub mod endpoint;
 mod error;
 pub mod tls;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+pub use cancel::Cancel;
 pub use endpoint::Endpoint;
 pub use error::{code, Error};
 pub use tls::{NamedPath, TlsFiles};
@@ -228,22 +230,25 @@ impl Client {
 
     /// Opens a watch and waits until etcd confirms it is registered. The returned [`Watch`] yields
     /// the messages that follow, in order; it ends (returns `None`) after a cancellation, an error
-    /// or the end of the stream, and closes its connection when dropped.
-    pub fn watch(&self, request: &WatchRequest) -> Result<Watch, Error> {
-        let mut watch = self.open_watch(request)?;
+    /// or the end of the stream, and closes its connection when dropped. `cancel` ends it from
+    /// another thread at any moment, releasing the connection at once.
+    pub fn watch(&self, request: &WatchRequest, cancel: &Cancel) -> Result<Watch, Error> {
+        let mut watch = self.open_watch(request, cancel)?;
         let refused_token = matches!(
             &watch.pending,
             Some(WatchMessage::Canceled { reason, .. }) if reason.contains("auth")
         );
         if refused_token && self.transport.has_credentials() {
             self.transport.forget_token();
-            watch = self.open_watch(request)?;
+            watch = self.open_watch(request, cancel)?;
         }
         Ok(watch)
     }
 
-    fn open_watch(&self, request: &WatchRequest) -> Result<Watch, Error> {
-        let stream = self.transport.open_stream("watch", &request.to_json())?;
+    fn open_watch(&self, request: &WatchRequest, cancel: &Cancel) -> Result<Watch, Error> {
+        let stream = self
+            .transport
+            .open_stream("watch", &request.to_json(), cancel)?;
         let mut watch = Watch {
             stream: Some(stream),
             pending: None,

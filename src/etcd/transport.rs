@@ -16,7 +16,7 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
 use super::wire::{AuthToken, ErrorBody};
-use super::Error;
+use super::{Cancel, Error};
 
 /// Largest unary answer accepted; etcd's own default request limit is 1.5 MiB.
 const MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -48,7 +48,8 @@ impl std::fmt::Debug for Credentials {
 pub(crate) struct Transport {
     endpoints: Vec<String>,
     unary: Agent,
-    stream: Agent,
+    /// Each stream gets an agent of its own, so that cancelling it shuts down its socket alone.
+    stream_config: ureq::config::Config,
     /// The endpoint that answered last; calls start there.
     current: AtomicUsize,
     credentials: Option<Credentials>,
@@ -70,27 +71,18 @@ impl Transport {
                 .tls_config(tls.clone())
                 .user_agent(concat!("etcd-await-election/", env!("CARGO_PKG_VERSION")))
         };
-        let agent = |config| {
-            Agent::with_parts(
-                config,
-                DefaultConnector::default(),
-                LiteralResolver::default(),
-            )
-        };
         let unary = agent(base().timeout_global(Some(request_timeout)).build());
-        let stream = agent(
-            base()
-                .timeout_connect(Some(request_timeout))
-                .timeout_send_request(Some(request_timeout))
-                .timeout_recv_response(Some(request_timeout))
-                .timeout_per_read(Some(watch_idle_timeout))
-                .max_idle_connections(0)
-                .build(),
-        );
+        let stream_config = base()
+            .timeout_connect(Some(request_timeout))
+            .timeout_send_request(Some(request_timeout))
+            .timeout_recv_response(Some(request_timeout))
+            .timeout_per_read(Some(watch_idle_timeout))
+            .max_idle_connections(0)
+            .build();
         Transport {
             endpoints,
             unary,
-            stream,
+            stream_config,
             current: AtomicUsize::new(0),
             credentials,
             token: Mutex::new(None),
@@ -138,11 +130,28 @@ impl Transport {
         })
     }
 
-    /// A streaming call: POST `body` to `/v3/<op>` and hand back the open body.
-    pub(crate) fn open_stream(&self, op: &'static str, body: &Value) -> Result<Stream, Error> {
+    /// A streaming call: POST `body` to `/v3/<op>` and hand back the open body. The request asks
+    /// etcd to end the stream when the member loses its raft leader (`hasleader` metadata), so a
+    /// member cut off from the cluster cannot keep a watch open and silent.
+    /// `cancel` can end the stream from another thread at any point, also while it is being opened.
+    pub(crate) fn open_stream(
+        &self,
+        op: &'static str,
+        body: &Value,
+        cancel: &Cancel,
+    ) -> Result<Stream, Error> {
         self.with_failover(op, |endpoint| {
             self.with_token(endpoint, op, |token| {
-                let response = self.post(&self.stream, endpoint, op, body, token)?;
+                let agent = agent(self.stream_config.clone());
+                if !cancel.register(&agent) {
+                    return Err(Error::Cancelled { op });
+                }
+                let request = self
+                    .request(&agent, endpoint, op, token)
+                    .header("Grpc-Metadata-hasleader", "true");
+                let response = request
+                    .send(body.to_string())
+                    .map_err(|e| transport_error(endpoint, op, e))?;
                 let response = check_status(endpoint, op, response)?;
                 Ok(Stream {
                     endpoint: endpoint.to_string(),
@@ -249,28 +258,36 @@ impl Transport {
         body: &Value,
         token: Option<&str>,
     ) -> Result<Vec<u8>, Error> {
-        let response = self.post(&self.unary, endpoint, op, body, token)?;
+        let response = self
+            .request(&self.unary, endpoint, op, token)
+            .send(body.to_string())
+            .map_err(|e| transport_error(endpoint, op, e))?;
         read_answer(endpoint, op, response)
     }
 
-    fn post(
+    fn request(
         &self,
         agent: &Agent,
         endpoint: &str,
         op: &'static str,
-        body: &Value,
         token: Option<&str>,
-    ) -> Result<ureq::http::Response<ureq::Body>, Error> {
-        let mut request = agent
+    ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        let request = agent
             .post(format!("{endpoint}/v3/{op}"))
             .header("Content-Type", "application/json");
-        if let Some(token) = token {
-            request = request.header("Authorization", token);
+        match token {
+            Some(token) => request.header("Authorization", token),
+            None => request,
         }
-        request
-            .send(body.to_string())
-            .map_err(|e| transport_error(endpoint, op, e))
     }
+}
+
+fn agent(config: ureq::config::Config) -> Agent {
+    Agent::with_parts(
+        config,
+        DefaultConnector::default(),
+        LiteralResolver::default(),
+    )
 }
 
 /// Resolves IP-literal hosts in place and hands host names to ureq's resolver. ureq's resolver

@@ -383,7 +383,7 @@ pub enum EventKind {
 /// One change seen by a watch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
-pub struct Event {
+pub struct WatchEvent {
     #[serde(rename = "type")]
     pub kind: EventKind,
     pub kv: KeyValue,
@@ -395,7 +395,10 @@ pub enum WatchMessage {
     /// The watch is registered; events after `header.revision` will follow.
     Created { header: Header },
     /// Changes, in revision order.
-    Events { header: Header, events: Vec<Event> },
+    Events {
+        header: Header,
+        events: Vec<WatchEvent>,
+    },
     /// A progress notification: nothing changed up to `header.revision`.
     Progress { header: Header },
     /// The server cancelled the watch. `compact_revision` is non-zero when the start revision was
@@ -424,7 +427,7 @@ pub(crate) struct WatchResult {
     #[serde(deserialize_with = "int")]
     pub compact_revision: i64,
     pub cancel_reason: String,
-    pub events: Vec<Event>,
+    pub events: Vec<WatchEvent>,
 }
 
 impl WatchResult {

@@ -1,0 +1,341 @@
+//! etcd's election recipe (the layout of `client/v3/concurrency.Election`), without its known gaps.
+//!
+//! A candidate grants a lease ([`session`]), creates `<lock>/<lease id in hex>` = identity by a
+//! transaction guarded on `create_revision == 0` ([`queue`]), and leads when no key under `<lock>/`
+//! has a lower create_revision. Every other candidate watches only its predecessor for deletion
+//! ([`watch`]) and then looks again. On top of etcd's recipe:
+//!
+//! - every look also proves our own key still exists with our revision, so a candidate whose key
+//!   vanished never takes itself for the leader (etcd's "phantom leader");
+//! - our own key is watched the whole time, and the leader also reads it once per keepalive
+//!   interval, so a preemption is noticed within that interval even when the watch is dead;
+//! - a keepalive answered without TTL means the lease is gone; the lease is revoked on every way out;
+//! - an earlier run's key with our identity is adopted only once its holder has provably stopped
+//!   ([`takeover`]);
+//! - re-queues and looks are paced ([`retry`]), so churn costs etcd a bounded number of requests.
+//!
+//! The election runs on its own threads and reports through a callback ([`Notice`]); it never
+//! blocks its caller and never writes anyone else's state.
+
+mod candidate;
+mod observe;
+mod queue;
+mod retry;
+mod session;
+mod takeover;
+mod watch;
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+pub use session::RenewalClock;
+
+use crate::etcd::{self, Client};
+use observe::LeaderView;
+use session::Keeper;
+
+/// What the election needs to know.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The election's name; keys live under `<lock_name>/`.
+    pub lock_name: String,
+    /// Our key's value; shown by `etcdctl elect -l`.
+    pub identity: String,
+    /// Lease TTL (whole seconds).
+    pub lease_ttl: Duration,
+    /// How often to retry after etcd failed; also bounds the leader's keepalive interval.
+    pub retry_period: Duration,
+    /// How long leadership holds after the last acknowledged keepalive was sent.
+    pub renew_deadline: Duration,
+    /// Delete every other key under the prefix when joining.
+    pub force_acquire: bool,
+}
+
+impl Settings {
+    /// The leader keeps its lease alive every min(RETRY_PERIOD, LEASE_DURATION / 3).
+    pub fn leader_interval(&self) -> Duration {
+        self.retry_period.min(self.lease_ttl / 3)
+    }
+
+    /// A waiter risks only its place in the queue: it renews every LEASE_DURATION / 3, but often
+    /// enough that it can start its command without an extra keepalive (see
+    /// [`Settings::may_lead_on`]), and never less often than the leader.
+    pub fn waiter_interval(&self) -> Duration {
+        let room = self
+            .renew_deadline
+            .saturating_sub(2 * self.leader_interval())
+            * 9
+            / 10;
+        (self.lease_ttl / 3).min(room).max(self.leader_interval())
+    }
+
+    /// Whether a renewal `age` old leaves room for two of the leader's keepalives before the renew
+    /// deadline: the command may start on it.
+    pub fn may_lead_on(&self, age: Duration) -> bool {
+        age + 2 * self.leader_interval() < self.renew_deadline
+    }
+
+    /// The budget of one unary call on one endpoint: one keepalive interval, at least 1 s.
+    pub fn request_budget(&self) -> Duration {
+        self.leader_interval().max(Duration::from_secs(1))
+    }
+
+    /// When a leader that stopped renewing has killed its command: halfway between RENEW_DEADLINE
+    /// and LEASE_DURATION after its last renewal.
+    pub fn kill_point(&self) -> Duration {
+        (self.renew_deadline + self.lease_ttl) / 2
+    }
+
+    /// The longest pause of the back-offs: LEASE_DURATION, at least four RETRY_PERIODs.
+    pub(crate) fn backoff_cap(&self) -> Duration {
+        self.lease_ttl.max(4 * self.retry_period)
+    }
+
+    fn ttl_secs(&self) -> i64 {
+        i64::try_from(self.lease_ttl.as_secs()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Our place at the head of the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    /// Our key, `<lock>/<lease hex>`.
+    pub key: String,
+    /// Our key's create_revision: it rises with every new leader, a fencing token.
+    pub revision: i64,
+    /// Our lease.
+    pub lease: i64,
+}
+
+/// Why leadership ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// Our key was deleted (by an operator, or by a FORCE_ACQUIRE elsewhere).
+    KeyDeleted,
+    /// etcd says our lease no longer exists.
+    LeaseGone,
+    /// A keepalive was acknowledged only after RENEW_DEADLINE had passed (the process stalled).
+    RenewalLapsed,
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Loss::KeyDeleted => "our key was deleted",
+            Loss::LeaseGone => "our lease is gone",
+            Loss::RenewalLapsed => "a renewal came back after the renew deadline had passed",
+        })
+    }
+}
+
+/// What the election tells its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A candidacy began: a key in the queue (with a new or an adopted lease).
+    Candidacy { key: String },
+    /// We wait behind the candidate with this identity.
+    Queued { key: String, behind: String },
+    /// We lead.
+    Leading(Leadership),
+    /// We led and no longer do.
+    Lost(Loss),
+    /// A keepalive was acknowledged after `took`.
+    Renewed { took: Duration },
+    /// A keepalive got no acknowledgement.
+    RenewalFailed,
+    /// etcd refused us in a way retrying cannot fix (bad credentials, no permission).
+    Fatal(String),
+}
+
+/// What wakes the candidate thread. Each carries the session (and watch) it belongs to, so that
+/// late messages from an earlier session are recognised and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alert {
+    Stop,
+    LeaseGone { session: u64 },
+    Lapsed { session: u64 },
+    Deleted { session: u64, watch: u64 },
+    Recheck { session: u64, watch: u64 },
+}
+
+/// What every thread of the election shares.
+struct Shared {
+    client: Client,
+    settings: Settings,
+    clock: Arc<RenewalClock>,
+    notify: Box<dyn Fn(Notice) + Send + Sync>,
+    alerts: Sender<Alert>,
+    leader: Arc<LeaderView>,
+    state: Mutex<State>,
+}
+
+/// What [`Election::resign`] must find: whether we stop, and the lease and keepalive to end.
+#[derive(Default)]
+struct State {
+    stopping: bool,
+    lease: Option<i64>,
+    keeper: Option<Arc<Keeper>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stopping(&self) -> bool {
+        self.lock().stopping
+    }
+
+    fn current_leader(&self) -> Option<String> {
+        let settings = &self.settings;
+        self.leader
+            .current(&self.client, &settings.lock_name, settings.retry_period)
+    }
+}
+
+/// A running candidacy.
+pub struct Election {
+    shared: Arc<Shared>,
+    /// Disconnects when the candidate thread has returned.
+    finished: Mutex<Receiver<()>>,
+}
+
+/// How long [`Election::resign`] waits for the candidate thread to finish a call in flight (a
+/// lease it granted meanwhile is revoked by that thread before it returns).
+const FINISH_WAIT: Duration = Duration::from_secs(3);
+
+impl Election {
+    /// Joins the election on background threads; `notify` hears every [`Notice`]. `clock` is the
+    /// renewal clock the owner's deadline reads.
+    pub fn start(
+        client: Client,
+        settings: Settings,
+        clock: Arc<RenewalClock>,
+        notify: impl Fn(Notice) + Send + Sync + 'static,
+    ) -> Election {
+        let (alerts, inbox) = channel();
+        let shared = Arc::new(Shared {
+            client,
+            settings,
+            clock,
+            notify: Box::new(notify),
+            alerts,
+            leader: Arc::new(LeaderView::default()),
+            state: Mutex::new(State::default()),
+        });
+        let (done, finished) = channel::<()>();
+        let worker = Arc::clone(&shared);
+        let spawned = thread::Builder::new()
+            .name("election".into())
+            .spawn(move || {
+                let _done = done; // dropped when the thread returns
+                candidate::Candidate::new(worker, inbox).run();
+            });
+        if let Err(error) = spawned {
+            (shared.notify)(Notice::Fatal(format!(
+                "cannot start the election thread: {error}"
+            )));
+        }
+        Election {
+            shared,
+            finished: Mutex::new(finished),
+        }
+    }
+
+    /// The renewal clock of this election.
+    pub fn clock(&self) -> Arc<RenewalClock> {
+        Arc::clone(&self.shared.clock)
+    }
+
+    /// The identity of the leader as last seen (see `observe`); never waits on etcd.
+    pub fn leader(&self) -> Option<String> {
+        self.shared.current_leader()
+    }
+
+    /// A handle that answers [`Election::leader`] from any thread.
+    pub fn leader_source(&self) -> impl Fn() -> Option<String> + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || shared.current_leader()
+    }
+
+    /// Leaves the election: stops every thread and revokes the lease, which deletes our key at once.
+    /// A lease the candidate thread grants later is revoked by that thread.
+    pub fn resign(&self) -> Result<(), etcd::Error> {
+        let (lease, keeper) = {
+            let mut state = self.shared.lock();
+            state.stopping = true;
+            (state.lease.take(), state.keeper.take())
+        };
+        if let Some(keeper) = keeper {
+            keeper.stop();
+        }
+        let _ = self.shared.alerts.send(Alert::Stop);
+        let revoked = match lease {
+            Some(lease) => session::revoke(&self.shared.client, lease),
+            None => Ok(()),
+        };
+        if let Ok(finished) = self.finished.lock() {
+            let _ = finished.recv_timeout(FINISH_WAIT);
+        }
+        revoked
+    }
+}
+
+/// Who leads the election `lock_name` now: the value of its oldest key (`etcdctl elect -l`).
+pub fn current_leader(client: &Client, lock_name: &str) -> Result<Option<String>, etcd::Error> {
+    let answer = client.range(&queue::leader_range(lock_name))?;
+    Ok(queue::leader_of(&answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(lease: u64, renew_ms: u64, retry_ms: u64) -> Settings {
+        Settings {
+            lock_name: "l".into(),
+            identity: "me".into(),
+            lease_ttl: Duration::from_secs(lease),
+            retry_period: Duration::from_millis(retry_ms),
+            renew_deadline: Duration::from_millis(renew_ms),
+            force_acquire: false,
+        }
+    }
+
+    #[test]
+    fn leaders_renew_every_retry_period_and_waiters_every_third_of_the_lease() {
+        let defaults = settings(15, 10_000, 2_000);
+        assert_eq!(defaults.leader_interval(), Duration::from_secs(2));
+        assert_eq!(defaults.waiter_interval(), Duration::from_secs(5));
+        assert_eq!(defaults.kill_point(), Duration::from_millis(12_500));
+        assert_eq!(defaults.request_budget(), Duration::from_secs(2));
+        // Fast leader, tight deadline: waiters renew often enough to lead without a keepalive.
+        let tight = settings(15, 2_000, 500);
+        assert_eq!(tight.leader_interval(), Duration::from_millis(500));
+        assert_eq!(tight.waiter_interval(), Duration::from_millis(900));
+        assert_eq!(tight.request_budget(), Duration::from_secs(1));
+        assert_eq!(
+            settings(5, 3_000, 1_000).waiter_interval(),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn a_waiter_renewal_is_fresh_enough_to_lead_on_when_two_keepalives_fit_before_the_deadline() {
+        for s in [
+            settings(15, 10_000, 2_000),
+            settings(15, 2_000, 500),
+            settings(3, 2_000, 500),
+        ] {
+            // A healthy waiter's renewal is at most one waiter interval (plus a round trip) old.
+            let healthy = s.waiter_interval() + Duration::from_millis(20);
+            assert!(
+                s.may_lead_on(healthy) || s.waiter_interval() == s.leader_interval(),
+                "{s:?}"
+            );
+            assert!(!s.may_lead_on(s.renew_deadline));
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! The lease that holds our place (etcd's `concurrency.Session`): grant, keepalive at a fixed rate,
+//! revoke — and the one [`RenewalClock`] that the supervisor's renew deadline and the status
+//! endpoint read.
+//!
+//! Rules:
+//! - A renewal counts from the moment its keepalive was *sent*, on the boot-time clock: the server
+//!   keeps the lease at least until that moment + the TTL.
+//! - A lease granted (or renewed) for less than LEASE_DURATION is not trusted: the deadlines were
+//!   computed for LEASE_DURATION.
+//! - While leading, a renewal sent RENEW_DEADLINE or more after the previous one comes too late:
+//!   leadership was forfeited in between (a stalled process cannot have seen its deadline pass, and
+//!   a successor may have adopted the lease). It is not counted, and the candidate hears
+//!   [`Alert::Lapsed`].
+//! - Keepalives go out at a fixed rate (not interval + call time), one at a time: a waiter every
+//!   `waiter_interval`, the leader every `leader_interval`; becoming leader sends one at once when the
+//!   last is older than the leader's interval.
+
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{Alert, Notice, Shared};
+use crate::clock::BootInstant;
+use crate::etcd::{self, Client};
+use crate::log;
+
+/// When the last acknowledged keepalive was sent; see the module docs.
+#[derive(Debug)]
+pub struct RenewalClock {
+    renew_deadline: Duration,
+    state: Mutex<ClockState>,
+    renewed: Condvar,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ClockState {
+    last: Option<BootInstant>,
+    leading: bool,
+}
+
+/// What one acknowledged keepalive does to the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ack {
+    /// The clock moved to its send time.
+    Counted,
+    /// An older keepalive than the one the clock shows: nothing changes.
+    Stale,
+    /// It came RENEW_DEADLINE or more after the previous one while leading: not counted.
+    Lapsed,
+}
+
+impl RenewalClock {
+    /// A clock for leaders that must renew within `renew_deadline`.
+    pub fn new(renew_deadline: Duration) -> RenewalClock {
+        RenewalClock {
+            renew_deadline,
+            state: Mutex::new(ClockState::default()),
+            renewed: Condvar::new(),
+        }
+    }
+
+    /// The send time of the last acknowledged keepalive (or of the grant), if any.
+    pub fn last(&self) -> Option<BootInstant> {
+        self.lock().last
+    }
+
+    /// Time since [`RenewalClock::last`].
+    pub fn age(&self) -> Option<Duration> {
+        self.last().map(BootInstant::elapsed)
+    }
+
+    /// When leadership stops being guaranteed: last + RENEW_DEADLINE.
+    pub fn deadline(&self) -> Option<BootInstant> {
+        self.last().map(|last| last + self.renew_deadline)
+    }
+
+    /// A new lease: its grant (sent at `at`) counts as the first renewal.
+    pub(super) fn restart(&self, at: BootInstant) {
+        *self.lock() = ClockState {
+            last: Some(at),
+            leading: false,
+        };
+        self.renewed.notify_all();
+    }
+
+    /// Marks whether this lease now backs a leader (which makes late renewals lapse).
+    pub(super) fn set_leading(&self, leading: bool) {
+        self.lock().leading = leading;
+    }
+
+    /// Records a keepalive sent at `sent` that etcd acknowledged.
+    pub(super) fn acknowledged(&self, sent: BootInstant) -> Ack {
+        let mut state = self.lock();
+        let ack = judge(*state, sent, self.renew_deadline);
+        if ack == Ack::Counted {
+            state.last = Some(sent);
+            self.renewed.notify_all();
+        }
+        ack
+    }
+
+    /// Waits until the clock shows a renewal sent after `after`, at most `timeout`; true if so.
+    pub(super) fn wait_renewed_after(&self, after: BootInstant, timeout: Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .renewed
+            .wait_timeout_while(state, timeout, |s| s.last.is_none_or(|last| last <= after))
+            .unwrap_or_else(|p| p.into_inner());
+        state.last.is_some_and(|last| last > after)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ClockState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The rule of [`RenewalClock::acknowledged`], without the lock.
+fn judge(state: ClockState, sent: BootInstant, renew_deadline: Duration) -> Ack {
+    match state.last {
+        Some(last) if sent <= last => Ack::Stale,
+        Some(last) if state.leading && sent.saturating_since(last) >= renew_deadline => Ack::Lapsed,
+        _ => Ack::Counted,
+    }
+}
+
+/// A granted lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Lease {
+    pub id: i64,
+}
+
+/// Grants a lease of `ttl` seconds; the grant's send time starts `clock`. A TTL below `ttl` is an
+/// error (the lease is revoked): our deadlines assume the full TTL.
+pub(super) fn grant(client: &Client, ttl: i64, clock: &RenewalClock) -> Result<Lease, etcd::Error> {
+    let sent = BootInstant::now();
+    let grant = client.lease_grant(ttl)?;
+    if grant.ttl < ttl {
+        let _ = client.lease_revoke(grant.id);
+        return Err(etcd::Error::Decode {
+            endpoint: client.current_endpoint(),
+            op: "lease/grant",
+            detail: format!(
+                "etcd granted {} s, less than LEASE_DURATION ({ttl} s)",
+                grant.ttl
+            ),
+        });
+    }
+    clock.restart(sent);
+    log::info(
+        "lease granted",
+        &[
+            ("lease", &format!("{:x}", grant.id)),
+            ("ttl", &grant.ttl),
+            ("endpoint", &client.current_endpoint()),
+        ],
+    );
+    Ok(Lease { id: grant.id })
+}
+
+/// Revokes `lease`, which deletes our key at once; a lease already gone counts as revoked.
+pub(super) fn revoke(client: &Client, lease: i64) -> Result<(), etcd::Error> {
+    match client.lease_revoke(lease) {
+        Err(error) if !error.is_lease_gone() => Err(error),
+        _ => {
+            log::info("lease revoked", &[("lease", &format!("{lease:x}"))]);
+            Ok(())
+        }
+    }
+}
+
+/// Controls a running keepalive thread.
+#[derive(Debug, Default)]
+pub(super) struct Keeper {
+    control: Mutex<Control>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Control {
+    stop: bool,
+    leading: bool,
+    renew_now: bool,
+}
+
+impl Keeper {
+    /// Ends the thread (at its next wake-up; a call in flight finishes within its budget).
+    pub(super) fn stop(&self) {
+        self.update(|c| c.stop = true);
+    }
+
+    /// Switches to the leader's (or back to the waiter's) cadence.
+    pub(super) fn set_leading(&self, leading: bool) {
+        self.update(|c| c.leading = leading);
+    }
+
+    /// Sends a keepalive now, without waiting for the next tick.
+    pub(super) fn renew_now(&self) {
+        self.update(|c| c.renew_now = true);
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Control)) {
+        change(&mut self.control.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changed.notify_all();
+    }
+
+    /// Waits until `due`, a stop, a renewal asked for, or a change of cadence away from `leading`;
+    /// returns the control state then. (Keepalives need no boot-time precision: the deadline is
+    /// the supervisor's.)
+    fn wait(&self, due: BootInstant, leading: bool) -> Control {
+        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut control, _) = self
+            .changed
+            .wait_timeout_while(control, due.until(), |c| {
+                !c.stop && !c.renew_now && c.leading == leading
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        let now = *control;
+        control.renew_now = false;
+        now
+    }
+}
+
+/// Starts the keepalive thread of `lease` for the session `session`.
+pub(super) fn keep_alive(shared: &Arc<Shared>, session: u64, lease: Lease) -> Arc<Keeper> {
+    let keeper = Arc::new(Keeper::default());
+    let renewer = Renewer {
+        shared: Arc::clone(shared),
+        keeper: Arc::clone(&keeper),
+        alerts: shared.alerts.clone(),
+        session,
+        lease: lease.id,
+    };
+    if let Err(error) = thread::Builder::new()
+        .name("keepalive".into())
+        .spawn(move || renewer.run())
+    {
+        log::error("cannot start the keepalive thread", &[("error", &error)]);
+    }
+    keeper
+}
+
+/// The keepalive thread's state.
+struct Renewer {
+    shared: Arc<Shared>,
+    keeper: Arc<Keeper>,
+    alerts: Sender<Alert>,
+    session: u64,
+    lease: i64,
+}
+
+impl Renewer {
+    fn run(self) {
+        let settings = &self.shared.settings;
+        let clock = &self.shared.clock;
+        let mut failing = false;
+        let mut leading = false;
+        let mut due = clock.last().unwrap_or_else(BootInstant::now) + settings.waiter_interval();
+        loop {
+            let control = self.keeper.wait(due, leading);
+            if control.stop {
+                return;
+            }
+            if control.leading != leading {
+                leading = control.leading;
+                let last = clock.last().unwrap_or_else(BootInstant::now);
+                due = last + interval(settings, leading);
+            }
+            let now = BootInstant::now();
+            if now < due && !control.renew_now {
+                continue;
+            }
+            match self.renew_once() {
+                Renewal::Ok => {
+                    if failing {
+                        log::info(
+                            "renewal recovered",
+                            &[("lease", &format!("{:x}", self.lease))],
+                        );
+                    }
+                    failing = false;
+                }
+                Renewal::Failed(error) => {
+                    (self.shared.notify)(Notice::RenewalFailed);
+                    if !failing {
+                        log::warn(
+                            "renewal failed; retrying",
+                            &[("lease", &format!("{:x}", self.lease)), ("error", &error)],
+                        );
+                    }
+                    failing = true;
+                }
+                Renewal::Ended => return,
+            }
+            // A fixed rate: the next keepalive is one interval after this one was due, never a
+            // burst to catch up after a slow call.
+            due = (due + interval(settings, leading)).max(now);
+        }
+    }
+
+    fn renew_once(&self) -> Renewal {
+        let sent = BootInstant::now();
+        let started = Instant::now();
+        let ttl = self.shared.settings.ttl_secs();
+        match self.shared.client.lease_keepalive(self.lease) {
+            Ok(answer) if answer.ttl >= ttl => match self.shared.clock.acknowledged(sent) {
+                Ack::Counted => {
+                    (self.shared.notify)(Notice::Renewed {
+                        took: started.elapsed(),
+                    });
+                    Renewal::Ok
+                }
+                Ack::Stale => Renewal::Ok,
+                Ack::Lapsed => {
+                    let _ = self.alerts.send(Alert::Lapsed {
+                        session: self.session,
+                    });
+                    Renewal::Ok
+                }
+            },
+            Ok(answer) => Renewal::Failed(etcd::Error::Decode {
+                endpoint: self.shared.client.current_endpoint(),
+                op: "lease/keepalive",
+                detail: format!(
+                    "etcd renewed for {} s, less than LEASE_DURATION",
+                    answer.ttl
+                ),
+            }),
+            Err(error) if error.is_lease_gone() => {
+                let _ = self.alerts.send(Alert::LeaseGone {
+                    session: self.session,
+                });
+                Renewal::Ended
+            }
+            Err(error) => Renewal::Failed(error),
+        }
+    }
+}
+
+/// How one keepalive went.
+enum Renewal {
+    Ok,
+    Failed(etcd::Error),
+    /// The lease is gone: the thread ends.
+    Ended,
+}
+
+fn interval(settings: &super::Settings, leading: bool) -> Duration {
+    if leading {
+        settings.leader_interval()
+    } else {
+        settings.waiter_interval()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn state(last: Option<BootInstant>, leading: bool) -> ClockState {
+        ClockState { last, leading }
+    }
+
+    #[test]
+    fn acknowledged_renewals_move_the_clock_forward_only() {
+        let t = BootInstant::now();
+        assert_eq!(judge(state(None, false), t, 10 * S), Ack::Counted);
+        assert_eq!(judge(state(Some(t), false), t + S, 10 * S), Ack::Counted);
+        assert_eq!(judge(state(Some(t + S), false), t, 10 * S), Ack::Stale);
+        assert_eq!(judge(state(Some(t), false), t, 10 * S), Ack::Stale);
+    }
+
+    #[test]
+    fn a_leader_renewal_after_the_deadline_lapses_and_stays_lapsed() {
+        let t = BootInstant::now();
+        let clock = RenewalClock::new(10 * S);
+        clock.restart(t);
+        clock.set_leading(true);
+        assert_eq!(clock.acknowledged(t + 9 * S), Ack::Counted);
+        // Stalled for 10 s: too late, and every later renewal is measured from the same last one.
+        assert_eq!(clock.acknowledged(t + 19 * S), Ack::Lapsed);
+        assert_eq!(clock.acknowledged(t + 20 * S), Ack::Lapsed);
+        assert_eq!(clock.last(), Some(t + 9 * S));
+        assert_eq!(clock.deadline(), Some(t + 19 * S));
+        // A waiter's late renewal is fine: it has no command to protect.
+        clock.set_leading(false);
+        assert_eq!(clock.acknowledged(t + 30 * S), Ack::Counted);
+    }
+
+    #[test]
+    fn a_new_lease_restarts_the_clock_as_a_waiter() {
+        let t = BootInstant::now();
+        let clock = RenewalClock::new(10 * S);
+        clock.restart(t);
+        clock.set_leading(true);
+        clock.restart(t + 100 * S);
+        assert_eq!(clock.acknowledged(t + 200 * S), Ack::Counted);
+        assert!(clock.wait_renewed_after(t + 150 * S, Duration::ZERO));
+        assert!(!clock.wait_renewed_after(t + 200 * S, Duration::from_millis(1)));
+    }
+}

@@ -1,0 +1,371 @@
+//! Starting the command: a guardian process that leads its process group, then the command itself,
+//! started into that group with a `vfork`-style clone.
+//!
+//! Rules:
+//! - The guardian is forked first. It holds only the read end of a pipe whose write end only the
+//!   wrapper holds; when that end closes — the wrapper died, even by SIGKILL or the OOM killer — it
+//!   SIGKILLs its process group, which is the command's. It ignores every signal it can, closes every
+//!   other file, and only ever calls async-signal-safe functions (a fork of a threaded process).
+//! - The command starts in the guardian's group (the foreground group of the terminal, when we own
+//!   one), with `PR_SET_PDEATHSIG=SIGKILL`, the dispositions the wrapper inherited, an empty signal
+//!   mask, and its environment prepared in the parent. Its path is resolved in the parent, so a wrong
+//!   PATH entry costs no failed `execve` in the child.
+//! - Between clone and exec the child runs on its own stack in our memory (`CLONE_VM|CLONE_VFORK`,
+//!   as posix_spawn does; the parent thread waits meanwhile) and calls only raw system calls.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::exit;
+use super::signals;
+
+/// The PATH searched when the environment has none (musl's and glibc's default).
+const DEFAULT_PATH: &str = "/usr/local/bin:/bin:/usr/bin";
+/// Stack of the cloned child until it execs.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// A running guardian; its group is the command's.
+pub(super) struct Guardian {
+    pid: i32,
+    /// The write end of the lifeline; the guardian acts when it closes.
+    _lifeline: std::os::fd::OwnedFd,
+}
+
+impl Guardian {
+    /// Forks the guardian.
+    pub(super) fn start() -> io::Result<Guardian> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into `fds`.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (read, write) = (fds[0], fds[1]);
+        // SAFETY: after fork the child calls only async-signal-safe functions (`guard`).
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            guard(read);
+        }
+        // SAFETY: `read` is ours to close; `write` becomes owned by the OwnedFd.
+        unsafe {
+            libc::close(read);
+        }
+        if pid < 0 {
+            // SAFETY: as above.
+            unsafe { libc::close(write) };
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `write` is a valid fd nobody else owns.
+        let lifeline =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(write) };
+        // Also set from here: the command must not be able to join before the group exists.
+        // SAFETY: setpgid on our own child.
+        unsafe { libc::setpgid(pid, pid) };
+        Ok(Guardian {
+            pid,
+            _lifeline: lifeline,
+        })
+    }
+
+    /// The process group of the guardian and the command.
+    pub(super) fn group(&self) -> i32 {
+        self.pid
+    }
+}
+
+/// The guardian's life; never returns.
+fn guard(lifeline: libc::c_int) -> ! {
+    // SAFETY: only async-signal-safe calls on plain data and our own fds.
+    unsafe {
+        libc::setpgid(0, 0);
+        for signal in 1..32 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::signal(signal, libc::SIG_IGN);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::dup2(lifeline, 0);
+        if libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) != 0 {
+            for fd in 1..4096 {
+                libc::close(fd);
+            }
+        }
+        libc::prctl(
+            libc::PR_SET_NAME,
+            c"eae-guardian".as_ptr() as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        let mut byte = 0u8;
+        loop {
+            let read = libc::read(0, (&mut byte as *mut u8).cast(), 1);
+            if read == 0 || (read < 0 && *libc::__errno_location() != libc::EINTR) {
+                break;
+            }
+        }
+        libc::kill(0, libc::SIGKILL);
+        libc::_exit(0)
+    }
+}
+
+/// Everything the cloned child needs, prepared in the parent (the child must not allocate).
+struct Prepared {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+/// What the cloned child reads and writes, in the parent's memory.
+#[repr(C)]
+struct Shared {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    group: libc::pid_t,
+    parent: libc::pid_t,
+    dispositions: [(i32, bool); signals::CHANGED.len()],
+    /// errno of the failed `execve`, 0 when it succeeded.
+    errno: libc::c_int,
+}
+
+/// Starts `command` in `guardian`'s group with `env` changes; returns its pid, or the exit code
+/// for a command that cannot run (127 not found, 126 not executable).
+pub(super) fn spawn(
+    command: &[OsString],
+    set: &[(&str, String)],
+    remove: &[&str],
+    guardian: &Guardian,
+) -> Result<i32, (i32, io::Error)> {
+    let prepared = prepare(command, set, remove)?;
+    let argv: Vec<*const libc::c_char> = pointers(&prepared.argv);
+    let envp: Vec<*const libc::c_char> = pointers(&prepared.envp);
+    take_terminal(guardian.group());
+    let mut shared = Shared {
+        path: prepared.path.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        group: guardian.group(),
+        // SAFETY: getpid has no preconditions.
+        parent: unsafe { libc::getpid() },
+        dispositions: signals::inherited(),
+        errno: 0,
+    };
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The stack grows down: hand over its 16-byte aligned top.
+    let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
+    // SAFETY: `exec_child` runs on `stack` with `shared`, both alive until clone returns: with
+    // CLONE_VFORK this thread is suspended until the child has exec'd or exited.
+    let pid = unsafe {
+        libc::clone(
+            exec_child,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut shared as *mut Shared).cast(),
+        )
+    };
+    if pid < 0 {
+        return Err((exit::CANNOT_EXECUTE, io::Error::last_os_error()));
+    }
+    match shared.errno {
+        0 => Ok(pid),
+        errno => {
+            let error = io::Error::from_raw_os_error(errno);
+            Err((code_for(&error), error))
+        }
+    }
+}
+
+/// The cloned child: signals, group, death signal, exec. Raw system calls only.
+extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `Shared`, alive and unused by the parent until we exec or exit.
+    unsafe {
+        let shared = &mut *(arg as *mut Shared);
+        for (signal, ignored) in shared.dispositions {
+            let disposition = if ignored {
+                libc::SIG_IGN
+            } else {
+                libc::SIG_DFL
+            };
+            libc::signal(signal, disposition);
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0
+            || libc::getppid() != shared.parent
+        {
+            shared.errno = libc::ECHILD;
+            libc::_exit(exit::CANNOT_EXECUTE);
+        }
+        libc::setpgid(0, shared.group);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(shared.path, shared.argv, shared.envp);
+        shared.errno = *libc::__errno_location();
+        libc::_exit(exit::NOT_FOUND)
+    }
+}
+
+/// Makes `group` the terminal's foreground group when stdin is our controlling terminal and we
+/// are in its foreground now (a wrapper started in the background must not steal it).
+fn take_terminal(group: i32) {
+    // SAFETY: isatty/tcgetpgrp/getpgrp/tcsetpgrp take plain integers. SIGTTOU is ignored by the
+    // wrapper, so tcsetpgrp cannot stop us.
+    unsafe {
+        if libc::isatty(libc::STDIN_FILENO) == 1
+            && libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp()
+        {
+            libc::tcsetpgrp(libc::STDIN_FILENO, group);
+        }
+    }
+}
+
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// Resolves the program and builds argv and envp.
+fn prepare(
+    command: &[OsString],
+    set: &[(&str, String)],
+    remove: &[&str],
+) -> Result<Prepared, (i32, io::Error)> {
+    let Some((program, args)) = command.split_first() else {
+        return Err((exit::USAGE, io::Error::other("no command")));
+    };
+    let path_var = std::env::var_os("PATH");
+    let path = resolve(program, path_var.as_deref()).map_err(|e| (code_for(&e), e))?;
+    let cstring = |bytes: Vec<u8>| {
+        CString::new(bytes).map_err(|_| {
+            let error = io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the command");
+            (exit::CANNOT_EXECUTE, error)
+        })
+    };
+    let path = cstring(path.into_os_string().into_vec())?;
+    let argv = command
+        .iter()
+        .map(|a| cstring(a.as_bytes().to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    debug_assert_eq!(argv.len(), args.len() + 1);
+    let envp = environment(std::env::vars_os(), set, remove)
+        .into_iter()
+        .map(cstring)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Prepared { path, argv, envp })
+}
+
+/// The command's environment: ours without `remove` and the names of `set`, plus `set`.
+fn environment(
+    ours: impl Iterator<Item = (OsString, OsString)>,
+    set: &[(&str, String)],
+    remove: &[&str],
+) -> Vec<Vec<u8>> {
+    let dropped = |name: &OsStr| {
+        remove.iter().any(|r| name == OsStr::new(r))
+            || set.iter().any(|(n, _)| name == OsStr::new(n))
+    };
+    let mut env: Vec<Vec<u8>> = ours
+        .filter(|(name, _)| !dropped(name))
+        .map(|(name, value)| [name.as_bytes(), b"=", value.as_bytes()].concat())
+        .collect();
+    env.extend(
+        set.iter()
+            .map(|(name, value)| format!("{name}={value}").into_bytes()),
+    );
+    env
+}
+
+/// Finds `program` as `execvp` would: as given when it holds a `/`, else in each PATH entry.
+fn resolve(program: &OsStr, path: Option<&OsStr>) -> io::Result<PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = path.unwrap_or(OsStr::new(DEFAULT_PATH));
+    let mut denied = None;
+    for dir in std::env::split_paths(path) {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let candidate = dir.join(program);
+        match executable(&candidate) {
+            Ok(true) => return Ok(candidate),
+            Ok(false) => denied = Some(candidate),
+            Err(_) => continue,
+        }
+    }
+    match denied {
+        // As execvp: a match that is not executable is "permission denied", tried last.
+        Some(candidate) => Ok(candidate),
+        None => Err(io::Error::new(io::ErrorKind::NotFound, "not found in PATH")),
+    }
+}
+
+/// Whether `path` is a file we may execute (`Err` when it does not exist).
+fn executable(path: &Path) -> io::Result<bool> {
+    let metadata = std::fs::metadata(path)?;
+    Ok(metadata.is_file() && metadata.permissions().mode() & 0o111 != 0)
+}
+
+/// 127 for a command that is not there, 126 for one that cannot be executed.
+fn code_for(error: &io::Error) -> i32 {
+    match error.kind() {
+        io::ErrorKind::NotFound => exit::NOT_FOUND,
+        _ => exit::CANNOT_EXECUTE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_resolved_like_execvp() {
+        let path = OsStr::new("/nonexistent:/usr/bin:/bin");
+        let sh = resolve(OsStr::new("sh"), Some(path)).unwrap();
+        assert!(sh.ends_with("sh") && sh.is_absolute(), "{sh:?}");
+        assert_eq!(
+            resolve(OsStr::new("./x"), Some(path)).unwrap(),
+            PathBuf::from("./x")
+        );
+        let missing = resolve(OsStr::new("no-such-program-eae"), Some(path)).unwrap_err();
+        assert_eq!(code_for(&missing), exit::NOT_FOUND);
+        // A directory of that name is no match.
+        let tmp = std::env::temp_dir();
+        let not = resolve(OsStr::new("."), Some(tmp.as_os_str()));
+        assert!(not.is_err() || not.unwrap().is_dir());
+    }
+
+    #[test]
+    fn the_environment_drops_secrets_and_replaces_what_is_set() {
+        let ours = vec![
+            (OsString::from("PATH"), OsString::from("/bin")),
+            (
+                OsString::from("ETCD_AWAIT_ELECTION_PASSWORD"),
+                OsString::from("s3cret"),
+            ),
+            (
+                OsString::from("ETCD_AWAIT_ELECTION_LEADER_KEY"),
+                OsString::from("stale"),
+            ),
+        ];
+        let env = environment(
+            ours.into_iter(),
+            &[("ETCD_AWAIT_ELECTION_LEADER_KEY", "l/1".into())],
+            &["ETCD_AWAIT_ELECTION_PASSWORD"],
+        );
+        let text: Vec<String> = env
+            .iter()
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect();
+        assert_eq!(text, ["PATH=/bin", "ETCD_AWAIT_ELECTION_LEADER_KEY=l/1"]);
+    }
+}
