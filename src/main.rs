@@ -15,12 +15,20 @@ use etcd_await_election::supervise::{self, exit as code, Plan};
 
 fn main() {
     let command = command_from_args();
-    let config = match config::from_process_env() {
-        Ok(Mode::Election(config)) => config,
-        Ok(Mode::Disabled) => exit(supervise::exec(&command)),
+    let (config, warning) = match config::from_process_env() {
+        Ok(Mode::Election { config, warning }) => (config, warning),
+        Ok(Mode::Disabled { hint }) => {
+            if let Some(hint) = hint {
+                eprintln!("etcd-await-election: warning: {hint}");
+            }
+            exit(supervise::exec(&command))
+        }
         Err(error) => config_error(error),
     };
     log::use_json(config.log_format == config::LogFormat::Json);
+    if let Some(warning) = &warning {
+        log::warn(warning, &[]);
+    }
     let settings = Settings {
         lock_name: config.lock_name.clone(),
         identity: config.identity.clone(),
