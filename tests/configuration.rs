@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -122,21 +123,19 @@ impl Drop for Run {
 
 /// A valid election on a dead endpoint (nothing listens on port 9), plus `extra` (suffix, value).
 fn election(extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut vars: Vec<(String, String)> = [
+    let base = [
         ("LOCK_NAME", "lock"),
         ("IDENTITY", "me"),
         ("ENDPOINTS", "http://127.0.0.1:9"),
-    ]
-    .iter()
-    .chain(TIMINGS.iter())
-    .chain(extra)
-    .map(|(k, v)| (var(k), (*v).to_owned()))
-    .collect();
+    ];
     // Later entries override earlier ones, as in a shell.
-    let mut seen = std::collections::HashSet::new();
-    vars.reverse();
-    vars.retain(|(k, _)| seen.insert(k.clone()));
-    vars
+    let vars: BTreeMap<String, String> = base
+        .iter()
+        .chain(TIMINGS.iter())
+        .chain(extra)
+        .map(|(k, v)| (var(k), (*v).to_owned()))
+        .collect();
+    vars.into_iter().collect()
 }
 
 #[test]

@@ -21,7 +21,7 @@ const MAX_COMPARED_LEN: usize = 64;
 pub(super) fn election_warning(env: &Env) -> Option<String> {
     let unknown: Vec<String> = unknown_names(env)
         .into_iter()
-        .map(|(name, guess)| with_guess(&name, guess, ""))
+        .map(|(name, guess)| with_guess(&name, guess, None))
         .collect();
     if unknown.is_empty() {
         return None;
@@ -50,7 +50,7 @@ pub(super) fn disabled_hint(env: &Env) -> Option<String> {
     found.extend(
         unknown_names(env)
             .into_iter()
-            .map(|(name, guess)| with_guess(&name, guess, "unknown")),
+            .map(|(name, guess)| with_guess(&name, guess, Some("unknown"))),
     );
     if found.is_empty() {
         return None;
@@ -65,12 +65,15 @@ pub(super) fn disabled_hint(env: &Env) -> Option<String> {
 }
 
 /// `name (unknown; did you mean X?)`, with the parts that apply.
-fn with_guess(name: &str, guess: Option<&str>, label: &str) -> String {
-    match (label, guess) {
-        ("", None) => name.to_owned(),
-        ("", Some(guess)) => format!("{name} (did you mean {guess}?)"),
-        (label, None) => format!("{name} ({label})"),
-        (label, Some(guess)) => format!("{name} ({label}; did you mean {guess}?)"),
+fn with_guess(name: &str, guess: Option<&str>, label: Option<&str>) -> String {
+    let guess = guess.map(|guess| format!("did you mean {guess}?"));
+    match [label.map(str::to_owned), guess]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+    {
+        notes if notes.is_empty() => name.to_owned(),
+        notes => format!("{name} ({})", notes.join("; ")),
     }
 }
 
