@@ -235,6 +235,7 @@ run_pid1() {
         ETCD_AWAIT_ELECTION_ENDPOINTS="$plainetcd_url" \
         ETCD_AWAIT_ELECTION_LEASE_DURATION=5 \
         ETCD_AWAIT_ELECTION_RENEW_DEADLINE=3 \
+        ETCD_AWAIT_ELECTION_RETRY_PERIOD=1 \
         unshare --pid --fork --mount-proc --kill-child -- "$bin" /bin/sh -c "$script" \
         </dev/null >"$out.out" 2>"$out.err" &
     ns_unshare=$!

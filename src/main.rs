@@ -8,34 +8,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_await_election::config::{self, Cli, Config, Mode};
-use etcd_await_election::election::{Election, RenewalClock, Settings};
-use etcd_await_election::etcd::{self, Client, ClientConfig, NamedPath, TlsFiles};
+use etcd_await_election::election::{Election, RenewalClock};
+use etcd_await_election::etcd::{self, Client};
 use etcd_await_election::log;
 use etcd_await_election::status::{self, Status};
-use etcd_await_election::supervise::{self, exit as code, Inbox, Plan};
+use etcd_await_election::supervise::{self, exit as code, Inbox};
 
 /// How long the last log lines may take to reach a stalled stderr before the process exits.
 const LOG_FLUSH: Duration = Duration::from_secs(1);
 
 fn main() {
     let command = command_from_args();
-    let config = match config::from_process_env() {
-        Ok(Mode::Election(config)) => config,
-        Ok(Mode::Disabled) => exit(supervise::exec(&command)),
+    let (config, warning) = match config::from_process_env() {
+        Ok(Mode::Election { config, warning }) => (config, warning),
+        Ok(Mode::Disabled { hint }) => {
+            if let Some(hint) = hint {
+                print_err(&format!("etcd-await-election: warning: {hint}\n"));
+            }
+            exit(supervise::exec(&command))
+        }
         Err(error) => config_error(error),
     };
     // Before any thread exists: the signal mask every thread inherits.
     supervise::prepare_process();
     log::init(config.log_format == config::LogFormat::Json);
-    let settings = Settings {
-        lock_name: config.lock_name.clone(),
-        identity: config.identity.clone(),
-        lease_ttl: config.lease_duration,
-        retry_period: config.retry_period,
-        renew_deadline: config.renew_deadline,
-        force_acquire: config.force_acquire,
-    };
-    let client = connect(&config, &settings);
+    if let Some(warning) = &warning {
+        log::warn(warning, &[]);
+    }
+    let client = connect(&config);
     log::info("starting", &[("config", &config.summary())]);
     let inbox = match Inbox::start() {
         Ok(inbox) => inbox,
@@ -45,7 +45,7 @@ fn main() {
         }
     };
     let clock = Arc::new(RenewalClock::new(config.renew_deadline));
-    let election = Election::start(client, settings, clock, inbox.notifier());
+    let election = Election::start(client, config.election_settings(), clock, inbox.notifier());
     let status = Arc::new(Status::new(&config.identity, config.renew_deadline));
     if let Some(address) = &config.status_endpoint {
         serve_status(
@@ -55,13 +55,7 @@ fn main() {
             &config,
         );
     }
-    let plan = Plan {
-        command,
-        lease_duration: config.lease_duration,
-        renew_deadline: config.renew_deadline,
-        acquire_timeout: config.acquire_timeout,
-        hidden_env: vec!["ETCD_AWAIT_ELECTION_PASSWORD"],
-    };
+    let plan = config.plan(command);
     finish(supervise::run(plan, inbox, election, status))
 }
 
@@ -89,8 +83,8 @@ fn command_from_args() -> Vec<OsString> {
 }
 
 /// The etcd client; a bad endpoint or TLS file is a configuration error naming its variable.
-fn connect(config: &Config, settings: &Settings) -> Client {
-    match Client::new(client_config(config, settings)) {
+fn connect(config: &Config) -> Client {
+    match Client::new(config.client_config()) {
         Ok(client) => client,
         Err(etcd::Error::Setup { item, problem }) if item.starts_with("endpoint") => {
             config_error(format!("{}ENDPOINTS: {item}: {problem}", config::PREFIX))
@@ -118,36 +112,6 @@ fn serve_status(
             );
             finish(code::CONFIG)
         }
-    }
-}
-
-/// The client's view of the configuration. Unary calls get one keepalive interval (at least 1 s) per
-/// endpoint; a watch silent for two lease durations is replaced.
-fn client_config(config: &Config, settings: &Settings) -> ClientConfig {
-    let var = |name: &str| format!("{}{name}", config::PREFIX);
-    let tls = config.tls.cacert.as_ref().map(|ca| TlsFiles {
-        ca: NamedPath::new(var("CACERT"), ca),
-        client: config
-            .tls
-            .cert
-            .as_ref()
-            .zip(config.tls.key.as_ref())
-            .map(|(cert, key)| {
-                (
-                    NamedPath::new(var("CERT"), cert),
-                    NamedPath::new(var("KEY"), key),
-                )
-            }),
-    });
-    ClientConfig {
-        endpoints: config.endpoints.clone(),
-        tls,
-        credentials: config.credentials.as_ref().map(|c| etcd::Credentials {
-            username: c.username.clone(),
-            password: c.password.clone(),
-        }),
-        request_timeout: settings.request_budget(),
-        watch_idle_timeout: config.lease_duration * 2,
     }
 }
 

@@ -53,10 +53,17 @@ pub struct Settings {
     pub force_acquire: bool,
 }
 
+/// The leader's keepalive interval: every RETRY_PERIOD, but at least three keepalives per lease,
+/// so that one lost keepalive never lets the lease expire. (The configuration checks the renew
+/// deadline against the same rule.)
+pub fn leader_interval(retry_period: Duration, lease_ttl: Duration) -> Duration {
+    retry_period.min(lease_ttl / 3)
+}
+
 impl Settings {
-    /// The leader keeps its lease alive every min(RETRY_PERIOD, LEASE_DURATION / 3).
+    /// See [`leader_interval`].
     pub fn leader_interval(&self) -> Duration {
-        self.retry_period.min(self.lease_ttl / 3)
+        leader_interval(self.retry_period, self.lease_ttl)
     }
 
     /// A waiter risks only its place in the queue: it renews every LEASE_DURATION / 3, but often

@@ -59,6 +59,8 @@ pub struct Plan {
     pub acquire_timeout: Option<Duration>,
     /// Variables of our environment the command must not see (secrets).
     pub hidden_env: Vec<&'static str>,
+    /// The names under which the command gets our key, its revision and our lease id.
+    pub leader_env: [&'static str; 3],
 }
 
 /// Everything the supervisor waits for.
