@@ -31,7 +31,11 @@ fn main() {
     };
     let client = connect(&config, &settings);
     log::info("starting", &[("config", &config.summary())]);
-    let status = Arc::new(Status::new(&config.identity, config.renew_deadline));
+    let status = Arc::new(Status::new(
+        &config.identity,
+        &config.lock_name,
+        config.renew_deadline,
+    ));
     if let Some(address) = &config.status_endpoint {
         serve_status(address, &status, &client, &config);
     }
