@@ -381,10 +381,34 @@ mod tests {
         answer.get(9..12)?.parse().ok()
     }
 
+    /// Raises the soft RLIMIT_NOFILE towards `want` (within the hard limit); returns the new one.
+    fn raise_nofile(want: u64) -> u64 {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only access the struct they are given, which outlives
+        // the calls.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < want {
+                limit.rlim_cur = want.min(limit.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+        nofile_limit()
+    }
+
     #[test]
     fn past_the_cap_the_oldest_connection_makes_room() {
+        let limit = raise_nofile(8192);
         let address = start();
         let cap = connection_cap(nofile_limit());
+        // Both ends of every connection live in this process.
+        let needed = 2 * (cap as u64 + 50) + 100;
+        assert!(
+            limit >= needed,
+            "RLIMIT_NOFILE {limit} < {needed}: raise the hard limit"
+        );
         let mut idle: Vec<TcpStream> = (0..cap + 50)
             .map(|_| TcpStream::connect(address).unwrap())
             .collect();
