@@ -11,7 +11,7 @@ use etcd_await_election::config::{self, Cli, Config, Mode};
 use etcd_await_election::election::{Election, RenewalClock};
 use etcd_await_election::etcd::{self, Client};
 use etcd_await_election::log;
-use etcd_await_election::status::{self, Status};
+use etcd_await_election::status::{self, Sources, Status};
 use etcd_await_election::supervise::{self, exit as code, Inbox};
 
 /// How long the last log lines may take to reach a stalled stderr before the process exits.
@@ -37,6 +37,7 @@ fn main() {
     }
     let client = connect(&config);
     log::info("starting", &[("config", &config.summary())]);
+    let listener = config.status_endpoint.as_deref().map(bind_status);
     let inbox = match Inbox::start() {
         Ok(inbox) => inbox,
         Err(error) => {
@@ -45,15 +46,24 @@ fn main() {
         }
     };
     let clock = Arc::new(RenewalClock::new(config.renew_deadline));
-    let election = Election::start(client, config.election_settings(), clock, inbox.notifier());
-    let status = Arc::new(Status::new(&config.identity, config.renew_deadline));
-    if let Some(address) = &config.status_endpoint {
-        serve_status(
-            address,
-            &status,
-            Box::new(election.leader_source()),
-            &config,
-        );
+    let election = Election::start(
+        client,
+        config.election_settings(),
+        Arc::clone(&clock),
+        inbox.notifier(),
+    );
+    let sources = Sources {
+        leader: Box::new(election.leader_source()),
+        renewal_age: Box::new(move || clock.age()),
+    };
+    let status = Arc::new(Status::new(
+        &config.identity,
+        &config.lock_name,
+        config.renew_deadline,
+        sources,
+    ));
+    if let Some(listener) = listener {
+        serve_status(listener, &status);
     }
     let plan = config.plan(command);
     finish(supervise::run(plan, inbox, election, status))
@@ -93,25 +103,22 @@ fn connect(config: &Config) -> Client {
     }
 }
 
-/// Starts the status endpoint; an address that cannot be bound is a configuration error.
-fn serve_status(
-    address: &str,
-    status: &Arc<Status>,
-    leader: status::LeaderSource,
-    config: &Config,
-) {
-    match status::serve(address, Arc::clone(status), leader, config.retry_period) {
+/// Binds the status endpoint; an address that cannot be bound is a configuration error.
+fn bind_status(address: &str) -> status::Listener {
+    match status::bind(address) {
+        Ok(listener) => listener,
+        Err(error) => config_error(format!(
+            "{}STATUS_ENDPOINT={address:?}: cannot listen: {error}",
+            config::PREFIX
+        )),
+    }
+}
+
+/// Starts serving the status endpoint.
+fn serve_status(listener: status::Listener, status: &Arc<Status>) {
+    match status::serve(listener, Arc::clone(status)) {
         Ok(bound) => log::info("status endpoint listening", &[("address", &bound)]),
-        Err(error) => {
-            log::error(
-                "cannot listen",
-                &[
-                    ("variable", &format!("{}STATUS_ENDPOINT", config::PREFIX)),
-                    ("error", &error),
-                ],
-            );
-            finish(code::CONFIG)
-        }
+        Err(error) => log::error("cannot serve the status endpoint", &[("error", &error)]),
     }
 }
 
@@ -122,6 +129,7 @@ fn finish(code: i32) -> ! {
 }
 
 fn config_error(error: impl std::fmt::Display) -> ! {
+    log::flush(LOG_FLUSH);
     print_err(&format!("etcd-await-election: {error}\n"));
     exit(code::CONFIG)
 }

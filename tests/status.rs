@@ -1,13 +1,18 @@
-//! Operability against a real etcd: the status endpoint (Go-compatible body, /healthz, /readyz,
-//! /metrics parsed by Prometheus' own parser), hostile HTTP clients, the acquire timeout, and logs.
+//! Operability against a real etcd: the status endpoint (the Go tool's body byte for byte on every
+//! path, /healthz, /readyz, /metrics with its labels parsed by Prometheus' own parser), hostile and
+//! flooding HTTP clients that must leave probes answered and the election untouched, the acquire
+//! timeout, and logs.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{unique_name, wait_until, Etcd};
@@ -165,13 +170,20 @@ fn request(port: u16, bytes: &[u8]) -> Option<Response> {
     })
 }
 
-/// Parses a metrics page with Prometheus' own Python parser; returns `name value` lines.
-fn parse_metrics(text: &str) -> String {
-    let script = "import sys\n\
+/// One sample as Prometheus' parser read it.
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses a metrics page with Prometheus' own Python parser.
+fn parse_metrics(text: &str) -> Vec<Sample> {
+    let script = "import json, sys\n\
         from prometheus_client.parser import text_string_to_metric_families as parse\n\
         for family in parse(sys.stdin.read()):\n\
         \x20   for s in family.samples:\n\
-        \x20       print(s.name, s.value)\n";
+        \x20       print(json.dumps([s.name, s.labels, repr(s.value)]))\n";
     let mut python = Command::new("python3")
         .args(["-c", script])
         .stdin(Stdio::piped())
@@ -191,16 +203,28 @@ fn parse_metrics(text: &str) -> String {
         "prometheus_client could not parse the metrics (scripts/test.sh installs it):\n{}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    let lines = String::from_utf8(out.stdout).unwrap();
+    lines
+        .lines()
+        .map(|line| {
+            let (name, labels, value): (String, BTreeMap<String, String>, String) =
+                serde_json::from_str(line).unwrap();
+            let value = value.parse().unwrap();
+            Sample {
+                name,
+                labels,
+                value,
+            }
+        })
+        .collect()
 }
 
-fn metric(parsed: &str, name: &str) -> f64 {
-    parsed
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} missing in\n{parsed}"))
-        .parse()
-        .unwrap()
+fn metric(samples: &[Sample], name: &str) -> f64 {
+    samples
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .value
 }
 
 fn is_leader(instance: &Instance) -> Option<f64> {
@@ -216,44 +240,74 @@ fn keys(etcd: &Etcd, lock: &str) -> String {
 }
 
 #[test]
-fn bodies_are_the_go_tools_byte_for_byte() {
+fn bodies_are_the_go_tools_byte_for_byte_on_every_path() {
     let etcd = Etcd::start();
     let lock = unique_name("lock");
     let leader = Instance::start(&etcd.client_url(), &lock, "pod-a", &[]);
     wait_until("pod-a runs", Duration::from_secs(10), || {
         leader.get("/").is_some_and(|r| r.body.contains("running"))
     });
-    let waiter = Instance::start(&etcd.client_url(), &lock, "pod-b", &[]);
-    wait_until("pod-b knows the leader", Duration::from_secs(10), || {
+    let waiter = Instance::start(&etcd.client_url(), &lock, "pod-<b>", &[]);
+    wait_until("pod-<b> knows the leader", Duration::from_secs(10), || {
         waiter.get("/").is_some_and(|r| r.body.contains("pod-a"))
     });
     let nobody = format!("http://127.0.0.1:{}", free_port());
     let cut_off = Instance::start(&nobody, &lock, "pod-c", &[]);
 
-    let running = leader.get("/").unwrap();
-    assert_eq!(running.code, 200);
+    // The Go tool's handler is on `/`, so every path gets its body; a probe on /status works.
+    let running = "{\"status\": \"ok\", \"phase\": \"running\", \"leader\": \"pod-a\"}\n";
+    for path in ["/", "/status", "/health", "/anything/else?x=1", "/healthz/"] {
+        let answer = leader.get(path).unwrap();
+        assert_eq!(
+            (answer.code, answer.body.as_str()),
+            (200, running),
+            "{path}"
+        );
+        let head = answer.head.to_ascii_lowercase();
+        assert!(
+            head.contains("\r\ncontent-type: text/plain; charset=utf-8\r\n"),
+            "{path}: {head}"
+        );
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {}\r\n", running.len())),
+            "{head}"
+        );
+    }
+    let head = request(leader.status, b"HEAD /status HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(
-        running.body,
-        r#"{"status":"ok","phase":"running","leader":"pod-a"}"#
+        (head.code, head.body.as_str()),
+        (200, ""),
+        "HEAD has no body"
     );
-    assert!(running
+    assert!(head
         .head
-        .to_ascii_lowercase()
-        .contains("content-type: application/json"));
+        .contains(&format!("Content-Length: {}\r\n", running.len())));
     assert_eq!(
         waiter.get("/").unwrap().body,
-        r#"{"status":"ok","phase":"awaiting","leader":"pod-a"}"#
+        "{\"status\": \"ok\", \"phase\": \"awaiting\", \"leader\": \"pod-a\"}\n"
     );
+    // Our own identity is escaped as Go's encoding/json would (the Go tool does not escape it).
+    leader.stop_child();
+    let took_over =
+        "{\"status\": \"ok\", \"phase\": \"running\", \"leader\": \"pod-\\u003cb\\u003e\"}\n";
+    wait_until("pod-<b> takes over", Duration::from_secs(10), || {
+        waiter.get("/").is_some_and(|r| r.body == took_over)
+    });
     assert_eq!(
         cut_off.get("/").unwrap().body,
-        r#"{"status":"ok","phase":"awaiting","leader":"unknown"}"#
+        "{\"status\": \"ok\", \"phase\": \"awaiting\", \"leader\": \"unknown\"}\n"
     );
+    // The named endpoints stay ours.
+    assert_eq!(cut_off.get("/healthz").unwrap().body, "ok\n");
+    assert_eq!(cut_off.code("/readyz"), Some(503));
+    assert!(cut_off.get("/metrics").unwrap().body.contains("# TYPE "));
 }
 
 #[test]
 fn readyz_and_metrics_follow_a_handover() {
     let etcd = Etcd::start();
-    let lock = unique_name("lock");
+    // Quote and backslash in the lock name: label values must be escaped for the parser.
+    let lock = format!("{}-\"q\\", unique_name("lock"));
     let a = Instance::start(&etcd.client_url(), &lock, "a", &[]);
     wait_until("a leads", Duration::from_secs(10), || {
         a.code("/readyz") == Some(200)
@@ -272,14 +326,54 @@ fn readyz_and_metrics_follow_a_handover() {
         b.code("/readyz") == Some(200)
     });
     assert_eq!(is_leader(&b), Some(1.0));
-    let parsed = parse_metrics(&b.get("/metrics").unwrap().body);
+    let page = b.get("/metrics").unwrap();
+    assert!(page
+        .head
+        .contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+    let parsed = parse_metrics(&page.body);
     assert_eq!(
         metric(&parsed, "etcd_await_election_leader_transitions_total"),
         1.0
     );
     assert_eq!(metric(&parsed, "etcd_await_election_child_running"), 1.0);
     assert!(metric(&parsed, "etcd_await_election_election_attempts_total") >= 1.0);
-    assert!(parsed.contains("etcd_await_election_keepalive_duration_seconds_count"));
+    assert!(
+        metric(
+            &parsed,
+            "etcd_await_election_keepalive_duration_seconds_count"
+        ) >= 1.0
+    );
+
+    // Every series carries the lock, like client-go's leader-election metrics carry `name`.
+    for sample in &parsed {
+        assert_eq!(
+            sample.labels.get("lock"),
+            Some(&lock),
+            "{} has no lock label",
+            sample.name
+        );
+    }
+    let build = parsed
+        .iter()
+        .find(|s| s.name == "etcd_await_election_build_info")
+        .expect("build_info");
+    assert_eq!(build.value, 1.0);
+    assert_eq!(build.labels["version"], env!("CARGO_PKG_VERSION"));
+    let version = Command::new(support::bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    assert!(
+        version.contains(&format!("({})", build.labels["target"])),
+        "target {:?} is not the one --version names: {version}",
+        build.labels["target"]
+    );
+    let buckets = parsed
+        .iter()
+        .filter(|s| s.name.ends_with("_bucket"))
+        .count();
+    assert_eq!(buckets, 11, "10 bounds and +Inf, each with its le label");
 
     b.stop_child();
     assert!(b.wait(Duration::from_secs(10)).success());
@@ -338,20 +432,29 @@ fn hostile_clients_leave_the_election_unaffected() {
 
     // Every abuse is aimed at the waiter, whose election must not notice.
     let port = b.status;
-    let garbage = request(port, b"\x00\xff\x13garbage\r\n\r\n");
-    assert!(garbage.is_none_or(|r| r.code == 400), "garbage");
+    let code = |bytes: &[u8]| request(port, bytes).map(|r| r.code);
+    assert_eq!(code(b"\x00\xff\x13garbage\r\n\r\n"), Some(400), "garbage");
     let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100_000));
-    let huge = request(port, huge.as_bytes());
-    assert!(huge.is_none_or(|r| r.code == 431), "huge header");
-    assert_eq!(
-        request(port, b"POST / HTTP/1.1\r\n\r\n").map(|r| r.code),
-        Some(405)
+    assert_eq!(code(huge.as_bytes()), Some(431), "huge head");
+    let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(2000));
+    assert_eq!(code(long.as_bytes()), Some(414), "long request line");
+    let post = request(port, b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc").unwrap();
+    assert_eq!(post.code, 405);
+    assert!(post.head.contains("\r\nAllow: GET, HEAD"), "{}", post.head);
+    assert_eq!(code(b"DELETE /metrics HTTP/1.1\r\n\r\n"), Some(405));
+    assert_eq!(code(b"GET /\r\n\r\n"), Some(400), "HTTP/0.9");
+    assert_eq!(code(b"GET / HTTP/2.0\r\n\r\n"), Some(400));
+    assert_eq!(code(b"GET nope HTTP/1.1\r\n\r\n"), Some(400));
+    let pipelined = request(
+        port,
+        b"GET /healthz HTTP/1.1\r\n\r\nGET /readyz HTTP/1.1\r\n\r\n",
     );
+    let pipelined = pipelined.unwrap();
     assert_eq!(
-        request(port, b"GET /nope HTTP/1.1\r\n\r\n").map(|r| r.code),
-        Some(404)
+        (pipelined.code, pipelined.body.as_str()),
+        (200, "ok\n"),
+        "one answer, then close"
     );
-    assert_eq!(request(port, b"GET /\r\n\r\n").map(|r| r.code), Some(400));
 
     // Slow clients that never finish a request line, and 1,000 connections at once.
     let mut held = Vec::new();
@@ -455,6 +558,157 @@ fn logs_never_contain_the_password() {
     let log = bad.log();
     assert!(log.contains("authentication failed"), "{log}");
     assert!(!log.contains("wrong-secret-pw"), "{log}");
+}
+
+/// A field of /proc/<pid>/status as a number (`VmRSS`, `VmHWM` in kB; `Threads`).
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{field} missing in /proc/{pid}/status"))
+}
+
+/// Sends a slowloris head (one byte every 100 ms, never the blank line) until `stop`; reconnects
+/// whenever the server drops it.
+fn slowloris(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u32> {
+    std::thread::spawn(move || {
+        let mut connections = 0;
+        let head =
+            b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            connections += 1;
+            for byte in head.iter().cycle().skip(1) {
+                if stop.load(Ordering::Relaxed) || stream.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        connections
+    })
+}
+
+/// One fresh probe: the time to a complete 200 answer, `None` without one within 3 s.
+fn probe(port: u16, path: &str) -> Option<Duration> {
+    let started = Instant::now();
+    let mut stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(3)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: probe\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let complete = head.starts_with("HTTP/1.1 200 ") && body.ends_with('\n');
+    complete.then(|| started.elapsed())
+}
+
+/// Issue 11.7: 2,000 idle connections and 16 slowloris senders once left every probe unanswered.
+/// Now ≥ 95 % of 76 fresh probes (`/` and `/healthz`, one after another, while the flood is held)
+/// are answered within 1 s, the wrapper stays ≤ 16 MB and grows no thread, and the election goes on.
+#[test]
+fn a_flooded_endpoint_answers_fresh_probes() {
+    raise_fd_limit(8192);
+    let etcd = Etcd::start();
+    let lock = unique_name("lock");
+    let mut a = Instance::start(&etcd.client_url(), &lock, "a", &[]);
+    wait_until("a leads", Duration::from_secs(10), || {
+        a.code("/readyz") == Some(200)
+    });
+    let (pid, port) = (a.child.id(), a.status);
+    let before = parse_metrics(&a.get("/metrics").unwrap().body);
+    let threads_before = proc_status(pid, "Threads");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..16)
+        .map(|_| slowloris(port, Arc::clone(&stop)))
+        .collect();
+    let mut idle = Vec::new();
+    for _ in 0..2000 {
+        let addr = ([127, 0, 0, 1], port).into();
+        if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+            idle.push(stream);
+        }
+    }
+    let opened = idle.len();
+    let probed = Instant::now();
+    let latencies: Vec<Option<Duration>> = (0..76)
+        .map(|i| probe(port, if i % 2 == 0 { "/" } else { "/healthz" }))
+        .collect();
+    let probing = probed.elapsed();
+    let (rss, hwm, threads) = (
+        proc_status(pid, "VmRSS"),
+        proc_status(pid, "VmHWM"),
+        proc_status(pid, "Threads"),
+    );
+    stop.store(true, Ordering::Relaxed);
+    let reconnects: u32 = senders.into_iter().map(|s| s.join().unwrap()).sum();
+    drop(idle);
+
+    let mut answered: Vec<Duration> = latencies.iter().flatten().copied().collect();
+    answered.sort();
+    let in_time = answered
+        .iter()
+        .filter(|d| **d <= Duration::from_secs(1))
+        .count();
+    let at = |q: f64| {
+        let rank = (answered.len() as f64 * q).ceil() as usize;
+        answered
+            .get(rank.saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "flood: {opened} idle connections, 16 slowloris senders ({reconnects} connections); \
+         {} of 76 probes answered, {in_time} within 1 s, in {probing:?}; latency p50 {:?} p95 {:?} \
+         max {:?}; wrapper RSS {rss} kB (peak {hwm} kB), threads {threads_before} -> {threads}",
+        answered.len(),
+        at(0.5),
+        at(0.95),
+        at(1.0),
+    );
+    assert!(opened >= 2000, "opened only {opened} idle connections");
+    assert!(
+        in_time >= 73,
+        "only {in_time} of 76 probes answered within 1 s"
+    );
+    assert!(rss <= 16 * 1024, "wrapper RSS {rss} kB > 16 MB");
+    assert!(
+        threads <= threads_before && threads <= 16,
+        "threads: {threads_before} -> {threads}"
+    );
+
+    // The election did not notice.
+    let after = parse_metrics(&a.get("/metrics").unwrap().body);
+    assert_eq!(a.code("/readyz"), Some(200), "a no longer leads");
+    assert!(a.child.try_wait().unwrap().is_none(), "the wrapper exited");
+    for name in ["is_leader", "child_running"] {
+        assert_eq!(
+            metric(&after, &format!("etcd_await_election_{name}")),
+            1.0,
+            "{name}"
+        );
+    }
+    for name in [
+        "keepalive_failures_total",
+        "leader_transitions_total",
+        "election_attempts_total",
+    ] {
+        let name = format!("etcd_await_election_{name}");
+        assert_eq!(
+            metric(&after, &name),
+            metric(&before, &name),
+            "{name} changed"
+        );
+    }
 }
 
 fn raise_fd_limit(want: u64) {

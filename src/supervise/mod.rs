@@ -205,7 +205,7 @@ impl Supervisor {
     fn note(&self, notice: Notice) {
         match notice {
             Notice::Candidacy { .. } => self.status.attempt(),
-            Notice::Renewed { took } => self.status.renewed(Instant::now(), took),
+            Notice::Renewed { took } => self.status.renewed(took),
             Notice::RenewalFailed => self.status.renewal_failed(),
             Notice::Queued { .. } | Notice::Leading(_) | Notice::Lost(_) | Notice::Fatal(_) => {}
         }
