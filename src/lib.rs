@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod election;
 pub mod etcd;
+pub mod files;
 pub mod log;
 pub mod status;
 pub mod supervise;

@@ -1,12 +1,7 @@
 //! Reading a secret from a file (`USERNAME_FILE`, `PASSWORD_FILE`), so that a Kubernetes Secret
 //! mounted as a volume works without putting the secret in the environment. The only file I/O of
-//! the configuration. A misconfigured path must fail fast instead of hanging start-up, hence the
-//! checks before and after opening: a FIFO would block a plain open or read, a device could be
-//! endless, a directory has no content.
+//! the configuration; a misconfigured path fails fast (see [`crate::files`]).
 
-use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 /// The largest secret file accepted: far above any password or user name, small enough that a
@@ -20,58 +15,13 @@ pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 ///
 /// What is wrong with the file, never its content.
 pub fn read_secret_file(path: &Path) -> Result<String, String> {
-    check_kind(&fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?)?;
-    // O_NONBLOCK: should the path have become a FIFO since the check, open and read return at
-    // once instead of waiting for a writer. O_NOCTTY: a terminal never becomes ours.
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| format!("cannot open it: {e}"))?;
-    check_kind(
-        &file
-            .metadata()
-            .map_err(|e| format!("cannot read it: {e}"))?,
-    )?;
-    let text = String::from_utf8(read_bounded(file)?).map_err(|_| "it is not valid UTF-8")?;
+    let bytes = crate::files::read_small_file(path, MAX_SECRET_FILE_BYTES)?;
+    let text = String::from_utf8(bytes).map_err(|_| "it is not valid UTF-8")?;
     let secret = strip_one_newline(&text);
     if secret.is_empty() {
         return Err("it is empty".to_owned());
     }
     Ok(secret.to_owned())
-}
-
-/// A regular file no larger than the limit.
-fn check_kind(metadata: &Metadata) -> Result<(), String> {
-    let kind = metadata.file_type();
-    let problem = if kind.is_dir() {
-        "it is a directory"
-    } else if kind.is_fifo() {
-        "it is a FIFO"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "it is a device"
-    } else if kind.is_socket() {
-        "it is a socket"
-    } else if !kind.is_file() {
-        "it is not a regular file"
-    } else if metadata.len() > MAX_SECRET_FILE_BYTES {
-        return Err(format!("it has {} bytes", metadata.len()));
-    } else {
-        return Ok(());
-    };
-    Err(problem.to_owned())
-}
-
-/// Reads at most one byte more than the limit, so a file that grew after the check is refused.
-fn read_bounded(file: File) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
-    file.take(MAX_SECRET_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
-        return Err(format!("it has more than {MAX_SECRET_FILE_BYTES} bytes"));
-    }
-    Ok(bytes)
 }
 
 /// Editors and `echo` end a file with a newline that is not part of the secret; only one is

@@ -317,7 +317,7 @@ impl Candidate {
 
     /// Waits for our turn and leads; reports how it ended.
     fn campaign(&mut self, place: &Place) -> Outcome {
-        let mut own = self.watch(&place.key, place.revision + 1);
+        let mut own = self.watch_after(&place.key, place.revision);
         let mut queued_behind: Option<String> = None;
         let mut known_head = place.at_head;
         loop {
@@ -368,7 +368,7 @@ impl Candidate {
                 });
                 queued_behind = Some(behind);
             }
-            let ahead = self.watch(&queue::name_of(&predecessor), revision + 1);
+            let ahead = self.watch_after(&queue::name_of(&predecessor), revision);
             match self.wait(&[ahead.id, own.id], false, None) {
                 Some(Alert::Deleted { watch, .. } | Alert::Recheck { watch, .. })
                     if watch == ahead.id => {}
@@ -379,7 +379,7 @@ impl Candidate {
                     );
                     return Outcome::Requeue { lease_gone: false };
                 }
-                Some(Alert::Recheck { .. }) => own = self.watch(&place.key, revision + 1),
+                Some(Alert::Recheck { .. }) => own = self.watch_after(&place.key, revision),
                 Some(Alert::LeaseGone { .. }) => {
                     log::warn("our lease is gone; queueing again", &[("key", &place.key)]);
                     return Outcome::Requeue { lease_gone: true };
@@ -499,7 +499,7 @@ impl Candidate {
                 }
             }
             if rewatch {
-                own = self.watch(&place.key, known + 1);
+                own = self.watch_after(&place.key, known);
             }
         };
         self.notify(Notice::Lost(loss));
@@ -514,9 +514,16 @@ impl Candidate {
 
     // ---- alerts, pauses, retries ----
 
-    fn watch(&mut self, key: &str, from: i64) -> KeyWatch {
+    /// Watches `key` for deletion after revision `seen` (revisions from etcd saturate, never wrap).
+    fn watch_after(&mut self, key: &str, seen: i64) -> KeyWatch {
         let id = self.fresh_id();
-        watch::watch_key(&self.shared, self.session_id(), id, key, from)
+        watch::watch_key(
+            &self.shared,
+            self.session_id(),
+            id,
+            key,
+            seen.saturating_add(1),
+        )
     }
 
     /// The next alert of the current session that concerns one of `watches` (or the lease; lapsed

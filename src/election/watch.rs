@@ -4,6 +4,7 @@
 //! Rules:
 //! - Dropping a [`KeyWatch`] cancels it: its socket is shut down at once, so its thread and its
 //!   connection go together — churn cannot pile up threads blocked in reads.
+//! - Only deletions are asked for: a predecessor that rewrites a large value costs us nothing.
 //! - A watch that ends is re-established from the next revision; one that stays silent past the
 //!   client's idle timeout counts as dead and is replaced. Every watch asks etcd to end it when the
 //!   member loses its raft leader, so a member cut off from the cluster cannot hide a deletion.
@@ -127,7 +128,7 @@ impl Watcher {
     }
 
     fn request(&self) -> WatchRequest {
-        WatchRequest::key(self.key.as_str(), self.next_revision)
+        WatchRequest::key(self.key.as_str(), self.next_revision).deletes_only()
     }
 
     /// Reads one stream until it says something the candidate must hear, or ends.

@@ -12,6 +12,10 @@ use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConf
 
 use super::Error;
 
+/// The largest PEM file accepted: far above any CA bundle or key, small enough that a wrong path
+/// (`/dev/zero`, a log) is refused instead of read into memory.
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
 /// A file path together with the name a user knows it by (e.g. the environment variable that set it),
 /// so that errors point at what the user has to fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +41,7 @@ impl NamedPath {
     }
 
     fn read(&self) -> Result<Vec<u8>, Error> {
-        std::fs::read(&self.path).map_err(|e| self.error(format!("cannot read the file: {e}")))
+        crate::files::read_small_file(&self.path, MAX_PEM_BYTES).map_err(|e| self.error(e))
     }
 }
 

@@ -18,10 +18,14 @@ use ureq::Agent;
 use super::wire::{AuthToken, ErrorBody};
 use super::{Cancel, Error};
 
-/// Largest unary answer accepted; etcd's own default request limit is 1.5 MiB.
-const MAX_BODY: u64 = 16 * 1024 * 1024;
-/// Largest single line of a stream (one watch message).
-pub(crate) const MAX_LINE: u64 = 16 * 1024 * 1024;
+/// Largest unary answer accepted. etcd refuses requests over 1.5 MiB (`--max-request-bytes`), so no
+/// value it stores is larger; the largest answer the election reads carries two keys (the
+/// predecessor and the leader), base64-encoded: 2 × 2 MiB. Our own values are identities of at
+/// most 1 KiB.
+pub(crate) const MAX_BODY: u64 = 8 * 1024 * 1024;
+/// Largest single line of a stream (one watch message). The election's watches ask for deletions
+/// only, whose events carry no value: a real etcd's lines are a few hundred bytes.
+pub(crate) const MAX_LINE: u64 = 1024 * 1024;
 /// How much of an error body is kept in an error message.
 const MAX_ERROR_TEXT: usize = 512;
 
@@ -380,7 +384,8 @@ pub(crate) fn decode<T: DeserializeOwned>(
     })
 }
 
-/// Reads one line of a stream (without its newline); `None` at the end of the stream.
+/// Reads one line of a stream (without its newline or surrounding blanks); `None` at the end of
+/// the stream. A line is read into one buffer and handed on as it is, without a copy.
 pub(crate) fn read_line(
     reader: &mut impl BufRead,
     endpoint: &str,
@@ -410,9 +415,20 @@ pub(crate) fn read_line(
                 }))
             }
             Ok(_) => {
-                let trimmed = line.trim_ascii();
-                if !trimmed.is_empty() {
-                    return Some(Ok(trimmed.to_vec()));
+                let end = line.len()
+                    - line
+                        .iter()
+                        .rev()
+                        .take_while(|b| b.is_ascii_whitespace())
+                        .count();
+                let start = line[..end]
+                    .iter()
+                    .take_while(|b| b.is_ascii_whitespace())
+                    .count();
+                if start < end {
+                    line.truncate(end);
+                    line.drain(..start);
+                    return Some(Ok(line));
                 }
             }
         }

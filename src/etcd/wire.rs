@@ -343,6 +343,8 @@ pub struct WatchRequest {
     pub range_end: Vec<u8>,
     pub start_revision: i64,
     pub progress_notify: bool,
+    /// Only deletions: etcd sends no PUT events (and so no values).
+    pub deletes_only: bool,
 }
 
 impl WatchRequest {
@@ -355,6 +357,12 @@ impl WatchRequest {
         }
     }
 
+    /// Only the key's deletions (etcd's `NOPUT` filter).
+    pub fn deletes_only(mut self) -> WatchRequest {
+        self.deletes_only = true;
+        self
+    }
+
     pub(crate) fn to_json(&self) -> Value {
         let mut create = json!({ "key": b64(&self.key) });
         if !self.range_end.is_empty() {
@@ -365,6 +373,9 @@ impl WatchRequest {
         }
         if self.progress_notify {
             create["progress_notify"] = true.into();
+        }
+        if self.deletes_only {
+            create["filters"] = json!(["NOPUT"]);
         }
         json!({ "create_request": create })
     }
@@ -517,9 +528,19 @@ fn uint<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+/// A base64 `bytes` field, decoded straight from the input (no intermediate `String`).
 fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-    let text = String::deserialize(d)?;
-    B64.decode(text.as_bytes()).map_err(de::Error::custom)
+    struct Base64;
+    impl de::Visitor<'_> for Base64 {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("base64 text")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+            B64.decode(text.as_bytes()).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(Base64)
 }
 
 #[cfg(test)]

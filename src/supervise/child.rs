@@ -253,7 +253,6 @@ fn prepare(
         .iter()
         .map(|a| cstring(a.as_bytes().to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
-    debug_assert_eq!(argv.len(), args.len() + 1);
     let envp = environment(std::env::vars_os(), set, remove)
         .into_iter()
         .map(cstring)
