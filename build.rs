@@ -8,12 +8,15 @@
 //! repository whose top level is this crate's directory counts: a tarball unpacked inside some
 //! other repository is not that repository's commit.
 //!
-//! Rule: rerun only when the answer can change. Cargo reruns a build script that prints
-//! `rerun-if-changed` lines only when one of the named paths changes, so this script names HEAD
-//! (checkout), the branch's ref and packed-refs (commit, reset), the index (`git add`, and every
-//! commit), and the inputs of the binary (an edit that makes them dirty reruns it: cargo recompiles
-//! the crate for that edit anyway). Dirty is judged on those inputs alone so that it always agrees
-//! with what reruns the script: an edit to the README neither reruns it nor makes a binary dirty.
+//! Rule: rerun only when the answer can change, because a rerun recompiles the whole crate (lib
+//! and bin). Cargo reruns a build script that prints `rerun-if-changed` lines only when one of the
+//! named paths changes, so this script names HEAD (checkout), HEAD's reflog (every commit, reset
+//! or checkout in this work tree, also when the branch's ref is packed and its loose file does not
+//! exist yet), the branch's loose ref and packed-refs, and the binary's inputs (an edit that makes
+//! them dirty reruns it; cargo recompiles the crate for that edit anyway). Not the index: `git
+//! status` and editors rewrite it all the time, and a staged change is already an edited input.
+//! Dirty is judged on those inputs alone so that it always agrees with what reruns the script: an
+//! edit to the README neither reruns it nor makes a binary dirty.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -71,11 +74,11 @@ fn own_repository(dir: &Path) -> Option<PathBuf> {
     (top == dir.canonicalize().ok()?).then_some(top)
 }
 
-/// HEAD, the ref it points to (loose), packed-refs and the index: those that exist (a missing
-/// path would make cargo rerun the script on every build). Worktrees keep HEAD and the index in
+/// HEAD, its reflog, the ref it points to (loose) and packed-refs: those that exist (a missing
+/// path would make cargo rerun the script on every build). Worktrees keep HEAD and its reflog in
 /// their own git dir and refs in the common one: `--git-path` resolves each.
 fn watched_git_paths(dir: &Path) -> Vec<PathBuf> {
-    let mut names = vec!["HEAD".to_string(), "packed-refs".into(), "index".into()];
+    let mut names = vec!["HEAD".to_string(), "logs/HEAD".into(), "packed-refs".into()];
     if let Some(reference) = git(dir, &["symbolic-ref", "-q", "HEAD"]) {
         names.push(reference); // e.g. refs/heads/main; absent on a detached HEAD
     }
