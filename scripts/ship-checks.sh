@@ -254,10 +254,13 @@ lock="eae-ship-qemu-$$"
 q="$tmp/qemu"
 mkdir -p "$q"
 # The command (a host /bin/sh: qemu-user leaves execve to the kernel) writes its election key
-# to $EAE_DIR/ready, then loops until SIGTERM, which it traps: marker, exit 0.
+# to $EAE_DIR/ready, then loops until SIGTERM, which it traps: marker, exit 0. The key is
+# ETCD_AWAIT_ELECTION_LEADER_KEY (0.2.0); 0.1.0 called it ETCD_AWAIT_ELECTION_KEY, and a wrong
+# fallback (the TLS key path) fails the check below.
 # shellcheck disable=SC2016 # expanded by the command's shell
 script='trap "echo got-term > \"$EAE_DIR/marker\"; exit 0" TERM
-    echo "$ETCD_AWAIT_ELECTION_KEY" > "$EAE_DIR/ready.tmp" && mv "$EAE_DIR/ready.tmp" "$EAE_DIR/ready"
+    echo "${ETCD_AWAIT_ELECTION_LEADER_KEY:-$ETCD_AWAIT_ELECTION_KEY}" > "$EAE_DIR/ready.tmp"
+    mv "$EAE_DIR/ready.tmp" "$EAE_DIR/ready"
     while :; do sleep 0.05; done'
 start=$SECONDS
 EAE_DIR="$q" \
@@ -431,7 +434,7 @@ cp "$pki/ca.pem" "$pki/client.pem" "$pki/client.key" "$root/tls/"
 lock="eae-ship-root-$$"
 rc=0
 # A scratch container's environment: nothing but our variables (no PATH, no HOME).
-# shellcheck disable=SC2016 # $ETCD_AWAIT_ELECTION_KEY is for the child's shell
+# shellcheck disable=SC2016 # for the child's shell (the key's name: see the arm64 check)
 env -i \
     ETCD_AWAIT_ELECTION_LOCK_NAME="$lock" \
     ETCD_AWAIT_ELECTION_IDENTITY=image-root \
@@ -440,7 +443,7 @@ env -i \
     ETCD_AWAIT_ELECTION_CERT=/tls/client.pem \
     ETCD_AWAIT_ELECTION_KEY=/tls/client.key \
     "$(command -v timeout)" 30 "$(command -v chroot)" "$root" \
-    "${entry[@]:-/$NAME}" /busybox sh -c 'echo "led $ETCD_AWAIT_ELECTION_KEY"; exit 7' \
+    "${entry[@]:-/$NAME}" /busybox sh -c 'echo "led ${ETCD_AWAIT_ELECTION_LEADER_KEY:-$ETCD_AWAIT_ELECTION_KEY}"; exit 7' \
     </dev/null >"$tmp/root.out" 2>"$tmp/root.err" || rc=$?
 echo "exit code $rc; stdout: $(cat "$tmp/root.out"); wrapper log:"
 indent <"$tmp/root.err"
@@ -485,7 +488,7 @@ def enable_variant(text):
 
 KNOWN = {"LOCK_NAME", "IDENTITY", "ENDPOINTS", "LEASE_DURATION", "RENEW_DEADLINE", "RETRY_PERIOD",
          "STATUS_ENDPOINT", "CACERT", "CERT", "KEY", "USERNAME", "PASSWORD", "USERNAME_FILE",
-         "PASSWORD_FILE", "FORCE_ACQUIRE", "ACQUIRE_TIMEOUT", "LOG_FORMAT"}
+         "PASSWORD_FILE", "FORCE_ACQUIRE", "ACQUIRE_TIMEOUT", "LOG_FORMAT", "RECAMPAIGN", "HOLDERS"}
 PREFIX = "ETCD_AWAIT_ELECTION_"
 
 def seconds(value):
@@ -610,7 +613,7 @@ for raw in open(env_path):
         env[k] = v
 known = {"LOCK_NAME", "IDENTITY", "ENDPOINTS", "LEASE_DURATION", "RENEW_DEADLINE", "RETRY_PERIOD",
          "STATUS_ENDPOINT", "CACERT", "CERT", "KEY", "USERNAME", "PASSWORD", "USERNAME_FILE",
-         "PASSWORD_FILE", "FORCE_ACQUIRE", "ACQUIRE_TIMEOUT", "LOG_FORMAT"}
+         "PASSWORD_FILE", "FORCE_ACQUIRE", "ACQUIRE_TIMEOUT", "LOG_FORMAT", "RECAMPAIGN", "HOLDERS"}
 check(all(k.startswith("ETCD_AWAIT_ELECTION_") and k[20:] in known for k in env), f"the environment file sets only the tool's variables ({sorted(env)})")
 lease = float(env.get("ETCD_AWAIT_ELECTION_LEASE_DURATION", "15"))
 renew = float(env.get("ETCD_AWAIT_ELECTION_RENEW_DEADLINE", "10"))
