@@ -22,11 +22,16 @@ ensure_packages() {
     fi
 }
 
-# A loopback port nothing listens on now (callers retry if another process binds it first).
+# A loopback port nothing listens on now, below the kernel's ephemeral range: on a busy machine
+# thousands of client sockets sit in TIME_WAIT on ephemeral ports, and a listener cannot bind one
+# of those (seen here: 21,800 TIME_WAIT, three etcd starts in a row failing). Callers retry if
+# another process binds it first.
 free_port() {
-    local p
+    local low p
+    low="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+    ((low > 12000)) || low=32768
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % (low - 10000)))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return

@@ -174,29 +174,12 @@ make_pki() {
     }
 }
 
-# listen_port: a loopback port nothing listens on, below the kernel's ephemeral range. lib.sh's
-# free_port draws from 20000-60000, which overlaps that range (32768-60999 by default): on a busy
-# machine thousands of client sockets sit in TIME_WAIT on ephemeral ports there, and a listener
-# cannot bind one of those (seen here: 21,800 TIME_WAIT, three etcd starts in a row failing).
-listen_port() {
-    local low p
-    low="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
-    ((low > 12000)) || low=32768
-    while :; do
-        p=$((10000 + RANDOM % (low - 10000)))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return
-        fi
-    done
-}
-
 # start_etcd: one mutual-TLS member on free loopback ports (3 attempts), waits until healthy;
 # sets etcd_url.
 start_etcd() {
     local attempt client peer url pid
     for attempt in 1 2 3; do
-        client="$(listen_port)" peer="$(listen_port)"
+        client="$(free_port)" peer="$(free_port)"
         url="https://127.0.0.1:$client"
         rm -rf "$tmp/etcd.data"
         etcd --name ship --data-dir "$tmp/etcd.data" \

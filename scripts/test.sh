@@ -52,6 +52,10 @@ cargo test --all-targets -- --test-threads=2
 section "static build checks"
 scripts/static-checks.sh
 
+# What a release publishes: both static binaries, SHA256SUMS, the OCI image, the examples.
+section "ship checks"
+scripts/ship-checks.sh
+
 # The benchmark must not rot: a quick smoke of every figure (targets are reported, not asserted).
 section "benchmark smoke (scripts/bench.sh --quick)"
 scripts/bench.sh --quick

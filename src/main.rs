@@ -79,7 +79,10 @@ fn command_from_args() -> Vec<OsString> {
         }
         Ok(Cli::Version) => {
             let (version, target) = (env!("CARGO_PKG_VERSION"), env!("EAE_TARGET"));
-            print_out(&format!("etcd-await-election {version} ({target})\n"));
+            let commit = env!("EAE_GIT_COMMIT");
+            print_out(&format!(
+                "etcd-await-election {version} ({target}, commit {commit})\n"
+            ));
             exit(0);
         }
         Err(error) => {

@@ -237,7 +237,7 @@ fn prepare(
     set: &[(&str, String)],
     remove: &[&str],
 ) -> Result<Prepared, (i32, io::Error)> {
-    let Some((program, args)) = command.split_first() else {
+    let Some(program) = command.first() else {
         return Err((exit::USAGE, io::Error::other("no command")));
     };
     let path_var = std::env::var_os("PATH");
