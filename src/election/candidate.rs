@@ -66,6 +66,10 @@ pub(super) struct Candidate {
     next_id: u64,
     /// What kind of failure is being retried, if any (logged once per change).
     failing: Option<&'static str>,
+    /// etcd has answered at least once since we started.
+    connected: bool,
+    /// Start-up attempts in a row that failed with a TLS problem on every endpoint.
+    tls_strikes: u32,
     requeue: Backoff,
     looks: Pace,
 }
@@ -82,6 +86,8 @@ impl Candidate {
             session: None,
             next_id: 0,
             failing: None,
+            connected: false,
+            tls_strikes: 0,
             requeue,
             looks,
         }
@@ -585,6 +591,14 @@ impl Candidate {
             self.notify(Notice::Fatal(error.to_string()));
             return false;
         }
+        if self.tls_settings_wrong(error) {
+            log::error(
+                "TLS with etcd cannot work with these settings",
+                &[("error", error)],
+            );
+            self.notify(Notice::Fatal(error.to_string()));
+            return false;
+        }
         let kind = error.summary();
         if self.failing != Some(kind) {
             log::warn(
@@ -599,7 +613,25 @@ impl Candidate {
         self.pause(self.settings().retry_period)
     }
 
+    /// Before etcd ever answered, TLS failing on every endpoint is a setting to fix, not an outage
+    /// to wait out: at once when a certificate check says so, on the second attempt in a row when
+    /// the connection only closed at a telling moment. After a first success it is retried (a
+    /// rotation may be under way) and logged with the same hint.
+    fn tls_settings_wrong(&mut self, error: &etcd::Error) -> bool {
+        let problems = match error.tls_problems() {
+            Some(problems) if !self.connected => problems,
+            _ => {
+                self.tls_strikes = 0;
+                return false;
+            }
+        };
+        self.tls_strikes += 1;
+        problems.iter().all(|p| p.certain()) || self.tls_strikes >= 2
+    }
+
     fn reachable(&mut self) {
+        self.connected = true;
+        self.tls_strikes = 0;
         if self.failing.take().is_some() {
             log::info(
                 "etcd answers again",

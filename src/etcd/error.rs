@@ -34,6 +34,15 @@ pub enum Error {
         detail: String,
         timed_out: bool,
     },
+    /// The TLS handshake (or the first exchange after it) failed in a way that points at a
+    /// setting; `hint` says what to check.
+    Tls {
+        endpoint: String,
+        op: &'static str,
+        problem: super::TlsProblem,
+        hint: String,
+        detail: String,
+    },
     /// etcd answered with an error status (or an error line inside a stream).
     Etcd {
         endpoint: String,
@@ -116,6 +125,7 @@ impl Error {
     pub fn summary(&self) -> &'static str {
         match self {
             Error::Transport { .. } => "etcd unreachable",
+            Error::Tls { .. } => "TLS with etcd failed",
             Error::AllEndpointsFailed { failures, .. }
                 if failures
                     .iter()
@@ -137,11 +147,25 @@ impl Error {
         }
     }
 
+    /// The TLS problems behind this error when every endpoint tried failed with one (`None` if
+    /// any failed otherwise).
+    pub fn tls_problems(&self) -> Option<Vec<super::TlsProblem>> {
+        match self {
+            Error::Tls { problem, .. } => Some(vec![*problem]),
+            Error::AllEndpointsFailed { failures, .. } => failures
+                .iter()
+                .map(|f| f.tls_problems())
+                .collect::<Option<Vec<_>>>()
+                .map(|all| all.concat()),
+            _ => None,
+        }
+    }
+
     /// True when another endpoint may succeed where this one failed: the connection failed, or the
     /// member answered 5xx (no leader, shutting down, overloaded).
     pub fn is_endpoint_failure(&self) -> bool {
         match self {
-            Error::Transport { .. } => true,
+            Error::Transport { .. } | Error::Tls { .. } => true,
             Error::Etcd { http_status, .. } => *http_status >= 500,
             Error::AllEndpointsFailed { .. } => true,
             _ => false,
@@ -162,6 +186,13 @@ impl fmt::Display for Error {
                 let what = if *timed_out { "timed out" } else { "failed" };
                 write!(f, "{op} on {endpoint} {what}: {detail}")
             }
+            Error::Tls {
+                endpoint,
+                op,
+                hint,
+                detail,
+                ..
+            } => write!(f, "{op} on {endpoint}: TLS failed: {detail}; {hint}"),
             Error::Etcd {
                 endpoint,
                 op,

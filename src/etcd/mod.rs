@@ -24,7 +24,7 @@ use serde_json::json;
 pub use cancel::Cancel;
 pub use endpoint::Endpoint;
 pub use error::{code, Error};
-pub use tls::{NamedPath, TlsFiles};
+pub use tls::{NamedPath, TlsFiles, TlsNames, TlsProblem};
 pub use transport::Credentials;
 pub use wire::*;
 
@@ -96,9 +96,11 @@ impl Client {
             Some(files) => tls::load(files)?,
             None => ureq::tls::TlsConfig::default(),
         };
+        let tls_names = TlsNames::of(config.tls.as_ref());
         let transport = Transport::new(
             endpoints,
             tls,
+            tls_names,
             config.credentials,
             config.request_timeout,
             config.watch_idle_timeout,

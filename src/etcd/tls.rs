@@ -152,3 +152,138 @@ fn check_key_matches(
         .map(|_| ())
         .map_err(|e| format!("the key cannot be used with the client certificate: {e}"))
 }
+
+/// A TLS failure that points at a setting rather than at the network, with what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// etcd's certificate is not signed by the CA we trust.
+    UntrustedServer,
+    /// etcd's certificate is not valid for the endpoint's host name or address.
+    WrongName,
+    /// etcd's certificate has expired or is not valid yet.
+    ServerCertificateDates,
+    /// etcd ended the connection as soon as the handshake was done: it refused our client
+    /// certificate (none given, or one signed by a CA etcd does not trust).
+    ClientRefused,
+    /// An `https://` endpoint answered without TLS: it speaks plain HTTP.
+    NotTls,
+    /// An `http://` endpoint reset the connection: it probably speaks TLS.
+    MaybeTls,
+}
+
+impl TlsProblem {
+    /// Whether the failure itself proves the setting wrong (a certificate check), rather than
+    /// suggesting it (a connection closed at a telling moment, which a network fault can mimic).
+    pub fn certain(self) -> bool {
+        matches!(
+            self,
+            TlsProblem::UntrustedServer
+                | TlsProblem::WrongName
+                | TlsProblem::ServerCertificateDates
+        )
+    }
+
+    /// What to check, naming the variables by `names`.
+    pub fn hint(self, names: &TlsNames) -> String {
+        match self {
+            TlsProblem::UntrustedServer => format!(
+                "check {}: it must hold the CA that signed etcd's server certificate",
+                names.ca
+            ),
+            TlsProblem::WrongName => "etcd's certificate does not name the endpoint's host: use a \
+                host name or address its subjectAltName lists"
+                .to_string(),
+            TlsProblem::ServerCertificateDates => {
+                "etcd's certificate has expired or is not valid yet (check the clocks)".to_string()
+            }
+            TlsProblem::ClientRefused => format!(
+                "etcd refused our client certificate: check {} and {} (a certificate signed by \
+                 the CA etcd trusts, with clientAuth usage)",
+                names.cert, names.key
+            ),
+            TlsProblem::NotTls => {
+                "the endpoint does not speak TLS: use http:// for it (or enable TLS on etcd)"
+                    .to_string()
+            }
+            TlsProblem::MaybeTls => format!(
+                "the endpoint reset the connection; if etcd serves TLS there, use https:// and set {}",
+                names.ca
+            ),
+        }
+    }
+}
+
+/// The names users know the TLS settings by, for hints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsNames {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+impl TlsNames {
+    /// The names in `files`, or generic ones.
+    pub fn of(files: Option<&TlsFiles>) -> TlsNames {
+        let name = |p: Option<&NamedPath>, generic: &str| {
+            p.map_or_else(|| generic.to_string(), |p| p.name.clone())
+        };
+        TlsNames {
+            ca: name(files.map(|f| &f.ca), "the CA certificate"),
+            cert: name(
+                files.and_then(|f| f.client.as_ref().map(|c| &c.0)),
+                "the client certificate",
+            ),
+            key: name(
+                files.and_then(|f| f.client.as_ref().map(|c| &c.1)),
+                "its key",
+            ),
+        }
+    }
+}
+
+/// What a failed call to an endpoint (over TLS when `tls`) says about the TLS settings, if
+/// anything.
+pub(crate) fn diagnose(tls: bool, error: &ureq::Error) -> Option<TlsProblem> {
+    let io = match error {
+        ureq::Error::Io(io) => Some(io),
+        _ => None,
+    };
+    let rustls_error = match error {
+        ureq::Error::Rustls(e) => Some(e),
+        _ => io.and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>()),
+    };
+    if let Some(e) = rustls_error {
+        return diagnose_rustls(e);
+    }
+    let kind = io.map(std::io::Error::kind)?;
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+    match (tls, kind) {
+        (true, BrokenPipe | ConnectionReset) => Some(TlsProblem::ClientRefused),
+        (true, UnexpectedEof) => Some(TlsProblem::NotTls),
+        (false, ConnectionReset | UnexpectedEof) => Some(TlsProblem::MaybeTls),
+        _ => None,
+    }
+}
+
+fn diagnose_rustls(error: &rustls::Error) -> Option<TlsProblem> {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert};
+    match error {
+        rustls::Error::InvalidCertificate(cert) => Some(match cert {
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. } => TlsProblem::WrongName,
+            Cert::Expired
+            | Cert::ExpiredContext { .. }
+            | Cert::NotValidYet
+            | Cert::NotValidYetContext { .. } => TlsProblem::ServerCertificateDates,
+            _ => TlsProblem::UntrustedServer,
+        }),
+        rustls::Error::AlertReceived(
+            Alert::BadCertificate
+            | Alert::CertificateRequired
+            | Alert::UnknownCA
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateUnknown,
+        ) => Some(TlsProblem::ClientRefused),
+        rustls::Error::InvalidMessage(_) => Some(TlsProblem::NotTls),
+        _ => None,
+    }
+}

@@ -15,6 +15,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
+use super::tls::{self, TlsNames};
 use super::wire::{AuthToken, ErrorBody};
 use super::{Cancel, Error};
 
@@ -58,12 +59,15 @@ pub(crate) struct Transport {
     current: AtomicUsize,
     credentials: Option<Credentials>,
     token: Mutex<Option<String>>,
+    /// What the TLS settings are called, for hints.
+    tls_names: TlsNames,
 }
 
 impl Transport {
     pub(crate) fn new(
         endpoints: Vec<String>,
         tls: ureq::tls::TlsConfig,
+        tls_names: TlsNames,
         credentials: Option<Credentials>,
         request_timeout: Duration,
         watch_idle_timeout: Duration,
@@ -90,6 +94,7 @@ impl Transport {
             current: AtomicUsize::new(0),
             credentials,
             token: Mutex::new(None),
+            tls_names,
         }
     }
 
@@ -129,7 +134,7 @@ impl Transport {
                 .unary
                 .get(format!("{endpoint}{path}"))
                 .call()
-                .map_err(|e| transport_error(endpoint, op, e))?;
+                .map_err(|e| self.failure(endpoint, op, e))?;
             read_answer(endpoint, op, response).map(|bytes| (endpoint.to_string(), bytes))
         })
     }
@@ -155,7 +160,7 @@ impl Transport {
                     .header("Grpc-Metadata-hasleader", "true");
                 let response = request
                     .send(body.to_string())
-                    .map_err(|e| transport_error(endpoint, op, e))?;
+                    .map_err(|e| self.failure(endpoint, op, e))?;
                 let response = check_status(endpoint, op, response)?;
                 Ok(Stream {
                     endpoint: endpoint.to_string(),
@@ -265,7 +270,7 @@ impl Transport {
         let response = self
             .request(&self.unary, endpoint, op, token)
             .send(body.to_string())
-            .map_err(|e| transport_error(endpoint, op, e))?;
+            .map_err(|e| self.failure(endpoint, op, e))?;
         read_answer(endpoint, op, response)
     }
 
@@ -431,6 +436,23 @@ pub(crate) fn read_line(
                     return Some(Ok(line));
                 }
             }
+        }
+    }
+}
+
+impl Transport {
+    /// A failed call as an [`Error`]: a TLS problem with its hint, or a plain transport failure.
+    fn failure(&self, endpoint: &str, op: &'static str, error: ureq::Error) -> Error {
+        let tls = endpoint.starts_with("https://");
+        match tls::diagnose(tls, &error) {
+            Some(problem) => Error::Tls {
+                endpoint: endpoint.to_string(),
+                op,
+                problem,
+                hint: problem.hint(&self.tls_names),
+                detail: error.to_string(),
+            },
+            None => transport_error(endpoint, op, error),
         }
     }
 }

@@ -19,8 +19,20 @@ use std::fmt::{Display, Write as _};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-/// Upper bounds (seconds) of the keepalive duration histogram.
-const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Upper bounds of the keepalive duration histogram, in milliseconds and as written (seconds).
+/// Integer arithmetic throughout: the page needs no float formatting.
+const BUCKETS: [(u64, &str); 10] = [
+    (5, "0.005"),
+    (10, "0.01"),
+    (25, "0.025"),
+    (50, "0.05"),
+    (100, "0.1"),
+    (250, "0.25"),
+    (500, "0.5"),
+    (1000, "1"),
+    (2500, "2.5"),
+    (5000, "5"),
+];
 /// Prefix of every metric name.
 const PREFIX: &str = "etcd_await_election_";
 
@@ -63,7 +75,8 @@ struct State {
 struct Histogram {
     counts: [u64; BUCKETS.len()],
     count: u64,
-    sum: f64,
+    /// Sum of the observations, in microseconds.
+    sum_micros: u128,
 }
 
 /// The liveness verdict (`/healthz`).
@@ -140,7 +153,7 @@ impl Status {
 
     /// A keepalive was acknowledged after `took`.
     pub fn renewed(&self, took: Duration) {
-        self.lock().keepalive.observe(took.as_secs_f64());
+        self.lock().keepalive.observe(took);
     }
 
     /// A keepalive failed (no answer, or an error).
@@ -227,8 +240,8 @@ impl Status {
             "Keepalives that got no acknowledgement.",
             state.keepalive_failures,
         );
-        let age = (self.sources.renewal_age)()
-            .map_or("NaN".to_string(), |age| format!("{:.3}", age.as_secs_f64()));
+        let age =
+            (self.sources.renewal_age)().map_or("NaN".to_string(), |age| seconds(age.as_micros()));
         page.gauge(
             "last_renew_age_seconds",
             "Seconds since the last acknowledged keepalive was sent (NaN before the first).",
@@ -285,24 +298,30 @@ impl Page<'_> {
         self.family(name, "histogram", help);
         let bucket = format!("{name}_bucket");
         for (count, bound) in histogram.counts.iter().zip(BUCKETS) {
-            self.sample(&bucket, &[("le", &bound.to_string())], count);
+            self.sample(&bucket, &[("le", bound.1)], count);
         }
         self.sample(&bucket, &[("le", "+Inf")], histogram.count);
-        self.sample(&format!("{name}_sum"), &[], histogram.sum);
+        self.sample(&format!("{name}_sum"), &[], seconds(histogram.sum_micros));
         self.sample(&format!("{name}_count"), &[], histogram.count);
     }
 }
 
 impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        for (count, bound) in self.counts.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
+    fn observe(&mut self, took: Duration) {
+        let micros = took.as_micros();
+        for (count, (bound_ms, _)) in self.counts.iter_mut().zip(BUCKETS) {
+            if micros <= u128::from(bound_ms) * 1000 {
                 *count += 1;
             }
         }
         self.count += 1;
-        self.sum += seconds;
+        self.sum_micros = self.sum_micros.saturating_add(micros);
     }
+}
+
+/// `micros` as seconds with six decimals, e.g. `0.004213`.
+fn seconds(micros: u128) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
 fn flag(on: bool) -> u8 {

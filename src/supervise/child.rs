@@ -180,6 +180,26 @@ pub(super) fn spawn(
     }
 }
 
+/// Replaces this process with `command` (disabled mode: nothing else runs yet). Returns only when
+/// the command cannot run, with the exit code for that (127 not found, 126 not executable).
+pub(super) fn exec(command: &[OsString]) -> (i32, io::Error) {
+    let prepared = match prepare(command, &[], &[]) {
+        Ok(prepared) => prepared,
+        Err(failure) => return failure,
+    };
+    let argv = pointers(&prepared.argv);
+    let envp = pointers(&prepared.envp);
+    // SAFETY: the Rust runtime ignores SIGPIPE; the command gets the default back, as std's
+    // Command does. path, argv and envp are NUL-terminated C strings and NULL-terminated arrays
+    // that live until execve returns (it returns only on failure).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::execve(prepared.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    }
+    let error = io::Error::last_os_error();
+    (code_for(&error), error)
+}
+
 /// The cloned child: signals, group, death signal, exec. Raw system calls only.
 extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the parent's `Shared`, alive and unused by the parent until we exec or exit.

@@ -17,8 +17,6 @@ mod signals;
 
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,14 +103,10 @@ impl Inbox {
 /// Runs the command without an election: replaces this process with it. Returns only on failure,
 /// with the exit code to use.
 pub fn exec(command: &[OsString]) -> i32 {
-    let Some((program, args)) = command.split_first() else {
+    let Some(program) = command.first() else {
         return exit::USAGE;
     };
-    let error = Command::new(program).args(args).exec();
-    let code = match error.kind() {
-        io::ErrorKind::NotFound => exit::NOT_FOUND,
-        _ => exit::CANNOT_EXECUTE,
-    };
+    let (code, error) = child::exec(command);
     report_spawn_error(program, &error);
     code
 }
