@@ -51,6 +51,7 @@ impl Config {
             }),
             request_timeout: self.election_settings().request_budget(),
             watch_idle_timeout: self.watch_idle_timeout(),
+            token_probe_key: format!("{}/", self.lock_name).into_bytes(),
         }
     }
 

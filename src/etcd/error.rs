@@ -87,6 +87,12 @@ impl Error {
         self.grpc_code() == Some(code::OUT_OF_RANGE)
     }
 
+    /// True when etcd says the token itself is no good (401, code 16: invalid or expired).
+    pub fn is_token_expired(&self) -> bool {
+        matches!(self, Error::Etcd { http_status, code, .. }
+            if *code == Some(code::UNAUTHENTICATED) || *http_status == 401)
+    }
+
     /// True when the auth token was refused and a fresh one may help: 401/code 16, or etcd's
     /// "revision of auth store is old" (users or roles changed since the token was issued) and
     /// "user name is empty" (no token reached it), both code 3.

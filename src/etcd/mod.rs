@@ -9,6 +9,7 @@
 //! total budget; instead each read waits at most `watch_idle_timeout`, so a connection that went
 //! silent ends the watch with a timeout error and the caller re-establishes it from the next revision.
 
+mod auth;
 mod cancel;
 pub mod endpoint;
 mod error;
@@ -44,6 +45,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Longest silence a watch connection may keep before it is considered dead.
     pub watch_idle_timeout: Duration,
+    /// A key the user may read: with auth, an idle token is kept alive by reading it.
+    pub token_probe_key: Vec<u8>,
 }
 
 impl ClientConfig {
@@ -55,6 +58,7 @@ impl ClientConfig {
             credentials: None,
             request_timeout: Duration::from_secs(5),
             watch_idle_timeout: Duration::from_secs(60),
+            token_probe_key: Vec::new(),
         }
     }
 }
@@ -105,9 +109,9 @@ impl Client {
             config.request_timeout,
             config.watch_idle_timeout,
         );
-        Ok(Client {
-            transport: Arc::new(transport),
-        })
+        let transport = Arc::new(transport);
+        transport.keep_token_fresh(RangeRequest::key(config.token_probe_key).to_json());
+        Ok(Client { transport })
     }
 
     /// The endpoint calls currently go to first (the last one that answered).

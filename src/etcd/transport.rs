@@ -3,8 +3,8 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -15,6 +15,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
+use super::auth::{Chore, Tokens};
 use super::tls::{self, TlsNames};
 use super::wire::{AuthToken, ErrorBody};
 use super::{Cancel, Error};
@@ -58,7 +59,7 @@ pub(crate) struct Transport {
     /// The endpoint that answered last; calls start there.
     current: AtomicUsize,
     credentials: Option<Credentials>,
-    token: Mutex<Option<String>>,
+    tokens: Arc<Tokens>,
     /// What the TLS settings are called, for hints.
     tls_names: TlsNames,
 }
@@ -93,7 +94,7 @@ impl Transport {
             stream_config,
             current: AtomicUsize::new(0),
             credentials,
-            token: Mutex::new(None),
+            tokens: Arc::new(Tokens::default()),
             tls_names,
         }
     }
@@ -172,9 +173,7 @@ impl Transport {
 
     /// Forgets the token, so that the next call authenticates again (used when a watch was refused).
     pub(crate) fn forget_token(&self) {
-        if let Ok(mut token) = self.token.lock() {
-            *token = None;
-        }
+        self.tokens.forget();
     }
 
     /// Whether calls carry an auth token.
@@ -220,21 +219,27 @@ impl Transport {
         if self.credentials.is_none() {
             return attempt(None);
         }
-        let token = match self.cached_token() {
+        let token = match self.tokens.current() {
             Some(token) => token,
             None => self.authenticate(endpoint, op)?,
         };
         match attempt(Some(&token)) {
             Err(error) if error.is_unauthenticated() => {
+                self.tokens
+                    .refused(&token, error.is_token_expired(), Instant::now());
                 let fresh = self.authenticate(endpoint, op)?;
-                attempt(Some(&fresh))
+                let result = attempt(Some(&fresh));
+                if result.is_ok() {
+                    self.tokens.used(&fresh, Instant::now());
+                }
+                result
             }
-            other => other,
+            Ok(value) => {
+                self.tokens.used(&token, Instant::now());
+                Ok(value)
+            }
+            Err(error) => Err(error),
         }
-    }
-
-    fn cached_token(&self) -> Option<String> {
-        self.token.lock().ok().and_then(|token| token.clone())
     }
 
     fn authenticate(&self, endpoint: &str, op: &'static str) -> Result<String, Error> {
@@ -254,10 +259,24 @@ impl Transport {
                 detail: "auth/authenticate answered without a token (is auth enabled?)".into(),
             });
         }
-        if let Ok(mut token) = self.token.lock() {
-            *token = Some(answer.token.clone());
-        }
+        self.tokens.issued(answer.token.clone(), Instant::now());
         Ok(answer.token)
+    }
+
+    /// Starts the thread that keeps the token alive while nothing else uses it (see
+    /// [`super::auth`]); `probe` is a cheap read the user may make. Ends when the client is gone.
+    pub(crate) fn keep_token_fresh(self: &Arc<Self>, probe: Value) {
+        if self.credentials.is_none() {
+            return;
+        }
+        let transport = Arc::downgrade(self);
+        let tokens = Arc::clone(&self.tokens);
+        let spawned = std::thread::Builder::new()
+            .name("auth-token".into())
+            .spawn(move || keep_token(&transport, &tokens, &probe));
+        if let Err(error) = spawned {
+            crate::log::warn("cannot start the auth token keeper", &[("error", &error)]);
+        }
     }
 
     fn post_unary(
@@ -297,6 +316,37 @@ fn agent(config: ureq::config::Config) -> Agent {
         DefaultConnector::default(),
         LiteralResolver::default(),
     )
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.tokens.stop();
+    }
+}
+
+/// The token keeper's loop: the chores [`Tokens`] plans, each followed by a pause of at least a
+/// second, so that an unreachable etcd is not asked more often than that.
+fn keep_token(transport: &Weak<Transport>, tokens: &Tokens, probe: &Value) {
+    loop {
+        let chore = tokens.next_chore();
+        let Some(transport) = transport.upgrade() else {
+            return;
+        };
+        match chore {
+            Chore::Stop => return,
+            Chore::Read => {
+                let _ = transport.call_raw("kv/range", probe);
+                tokens.probed();
+            }
+            Chore::Renew => {
+                let endpoint = transport.current_endpoint().to_string();
+                let _ = transport.authenticate(&endpoint, "auth/authenticate");
+            }
+            Chore::Wait(_) => {}
+        }
+        drop(transport);
+        tokens.pause(Duration::from_secs(1));
+    }
 }
 
 /// Resolves IP-literal hosts in place and hands host names to ureq's resolver. ureq's resolver
