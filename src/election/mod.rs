@@ -18,6 +18,8 @@
 //! blocks its caller and never writes anyone else's state.
 
 mod candidate;
+mod failures;
+mod inbox;
 mod observe;
 mod queue;
 mod retry;
@@ -100,7 +102,7 @@ impl Settings {
         self.lease_ttl.max(4 * self.retry_period)
     }
 
-    fn ttl_secs(&self) -> i64 {
+    pub(crate) fn ttl_secs(&self) -> i64 {
         i64::try_from(self.lease_ttl.as_secs()).unwrap_or(i64::MAX)
     }
 }
@@ -161,10 +163,25 @@ pub enum Notice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Alert {
     Stop,
-    LeaseGone { session: u64 },
-    Lapsed { session: u64 },
-    Deleted { session: u64, watch: u64 },
-    Recheck { session: u64, watch: u64 },
+    LeaseGone {
+        session: u64,
+    },
+    Lapsed {
+        session: u64,
+    },
+    /// A watched key was deleted at `revision`: our own (`own`), the one ahead of us (`ahead`), or
+    /// both in one message.
+    Deleted {
+        session: u64,
+        watch: u64,
+        own: bool,
+        ahead: bool,
+        revision: i64,
+    },
+    Recheck {
+        session: u64,
+        watch: u64,
+    },
 }
 
 /// What every thread of the election shares.
@@ -275,14 +292,16 @@ impl Election {
             state.stopping = true;
             (state.lease.take(), state.keeper.take())
         };
-        if let Some(keeper) = keeper {
-            keeper.stop();
-        }
-        let _ = self.shared.alerts.send(Alert::Stop);
+        // The revoke first: it deletes our key at once and lets the next leader start; the other
+        // threads are told to stop once it is done.
         let revoked = match lease {
             Some(lease) => session::revoke(&self.shared.client, lease),
             None => Ok(()),
         };
+        if let Some(keeper) = keeper {
+            keeper.stop();
+        }
+        let _ = self.shared.alerts.send(Alert::Stop);
         if let Ok(finished) = self.finished.lock() {
             let _ = finished.recv_timeout(FINISH_WAIT);
         }

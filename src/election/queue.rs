@@ -49,12 +49,29 @@ pub(crate) struct Created {
     pub at_head: bool,
     /// The leader's identity as the transaction saw it.
     pub leader: Option<String>,
+    /// Another live key with our identity (an earlier run of ours), when the transaction was asked
+    /// to look for one.
+    pub twin: Option<KeyValue>,
+}
+
+/// How [`create`] is to create our key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Join {
+    /// Just create it.
+    Plain,
+    /// Also read every key under the prefix, to find an earlier run's key with our identity
+    /// (seamless takeover) without another round trip.
+    LookForTwin,
+    /// Delete every other key under the prefix first (FORCE_ACQUIRE).
+    Force,
 }
 
 /// Creates `key` = `identity` with `lease` if it does not exist, and reads the head of the queue
-/// (which sees our put). With `force`, every other key under the prefix is deleted first — in two
-/// ranges around our key, since etcd refuses a put inside a range the same transaction deletes.
-pub(crate) fn create(lock: &str, key: &str, identity: &str, lease: i64, force: bool) -> TxnRequest {
+/// (which sees our put). With [`Join::Force`], every other key under the prefix is deleted first —
+/// in two ranges around our key, since etcd refuses a put inside a range the same transaction
+/// deletes.
+pub(crate) fn create(lock: &str, key: &str, identity: &str, lease: i64, join: Join) -> TxnRequest {
+    let force = join == Join::Force;
     let mut success = Vec::new();
     if force {
         let prefix = prefix(lock).into_bytes();
@@ -75,6 +92,9 @@ pub(crate) fn create(lock: &str, key: &str, identity: &str, lease: i64, force: b
         lease,
     });
     success.push(Op::Range(leader_range(lock)));
+    if join == Join::LookForTwin {
+        success.push(Op::Range(RangeRequest::prefix(prefix(lock))));
+    }
     TxnRequest {
         compare: vec![Compare::create_revision(key, CompareResult::Equal, 0)],
         success,
@@ -82,19 +102,40 @@ pub(crate) fn create(lock: &str, key: &str, identity: &str, lease: i64, force: b
     }
 }
 
-/// Reads the answer to [`create`]. A failed compare means the key exists already (the lease was
-/// reused): its own create_revision is kept, unless it belongs to another lease.
-pub(crate) fn created(answer: TxnResponse, key: &str, lease: i64) -> Result<Created, String> {
+/// Reads the answer to [`create`] for `join`. A failed compare means the key exists already (the
+/// lease was reused): its own create_revision is kept, unless it belongs to another lease.
+pub(crate) fn created(
+    answer: TxnResponse,
+    key: &str,
+    identity: &str,
+    lease: i64,
+    join: Join,
+) -> Result<Created, String> {
     if answer.succeeded {
-        let head = last_range(answer.responses)
+        let mut ranges = answer.responses.into_iter().filter_map(|op| match op {
+            OpResponse::Range(range) => Some(range),
+            _ => None,
+        });
+        let head = ranges
+            .next()
             .ok_or("the create answered without the head of the queue")?
             .kvs
             .into_iter()
             .next();
+        let twin = match join {
+            Join::LookForTwin => ranges
+                .next()
+                .ok_or("the create answered without the keys under the lock")?
+                .kvs
+                .into_iter()
+                .find(|kv| kv.value == identity.as_bytes() && kv.lease != 0 && kv.lease != lease),
+            Join::Plain | Join::Force => None,
+        };
         return Ok(Created {
             revision: answer.header.revision,
             at_head: head.as_ref().is_some_and(|kv| kv.key == key.as_bytes()),
             leader: head.as_ref().map(identity_of),
+            twin,
         });
     }
     let existing = last_range(answer.responses)
@@ -110,6 +151,7 @@ pub(crate) fn created(answer: TxnResponse, key: &str, lease: i64) -> Result<Crea
         revision: existing.create_revision,
         at_head: false,
         leader: None,
+        twin: None,
     })
 }
 
@@ -220,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_create_puts_with_the_lease_guarded_on_absence_and_reads_the_head() {
-        let body = create("l", "l/1f", "me", 0x1f, false).to_json();
+        let body = create("l", "l/1f", "me", 0x1f, Join::Plain).to_json();
         assert_eq!(body["compare"][0]["create_revision"], "0");
         assert_eq!(body["success"][0]["request_put"]["lease"], "31");
         assert_eq!(body["success"][1]["request_range"]["limit"], "1");
@@ -230,7 +272,7 @@ mod tests {
 
     #[test]
     fn force_deletes_around_our_key_before_the_put() {
-        let body = create("l", "l/5", "me", 5, true).to_json();
+        let body = create("l", "l/5", "me", 5, Join::Force).to_json();
         let deletes = &body["success"];
         assert_eq!(deletes[0]["request_delete_range"]["key"], "bC8="); // l/
         assert_eq!(deletes[0]["request_delete_range"]["range_end"], "bC81"); // l/5
@@ -246,7 +288,7 @@ mod tests {
               {"response_put":{"header":{"revision":"12"}}},
               {"response_range":{"header":{"revision":"12"},"kvs":[{"key":"bC8xZg==","value":"bWU=","create_revision":"12","lease":"31"}],"count":"1"}}]}"#,
         );
-        let created = created(answer, "l/1f", 31).unwrap();
+        let created = created(answer, "l/1f", "me", 31, Join::Plain).unwrap();
         assert_eq!(created.revision, 12);
         assert!(created.at_head);
         assert_eq!(created.leader.as_deref(), Some("me"));
@@ -259,13 +301,13 @@ mod tests {
               {"response_put":{}},
               {"response_range":{"kvs":[{"key":"bC9h","value":"b3RoZXI=","create_revision":"4"}],"more":true,"count":"2"}}]}"#,
         );
-        let created = created(behind, "l/1f", 31).unwrap();
+        let created = created(behind, "l/1f", "me", 31, Join::Plain).unwrap();
         assert!(!created.at_head);
         assert_eq!(created.leader.as_deref(), Some("other"));
         let no_head = txn(
             r#"{"header":{"revision":"13"},"succeeded":true,"responses":[{"response_put":{}}]}"#,
         );
-        assert!(super::created(no_head, "l/1f", 31).is_err());
+        assert!(super::created(no_head, "l/1f", "me", 31, Join::Plain).is_err());
     }
 
     #[test]
@@ -275,10 +317,39 @@ mod tests {
                 r#"{{"header":{{"revision":"20"}},"responses":[{{"response_range":{{"kvs":[{{"key":"bC8xZg==","create_revision":"9","lease":"{lease}"}}]}}}}]}}"#
             ))
         };
-        assert_eq!(created(exists("31"), "l/1f", 31).unwrap().revision, 9);
-        assert!(created(exists("32"), "l/1f", 31).is_err());
+        assert_eq!(
+            created(exists("31"), "l/1f", "me", 31, Join::Plain)
+                .unwrap()
+                .revision,
+            9
+        );
+        assert!(created(exists("32"), "l/1f", "me", 31, Join::Plain).is_err());
         let unreadable = txn(r#"{"header":{"revision":"20"},"responses":[{"response_range":{}}]}"#);
-        assert!(created(unreadable, "l/1f", 31).is_err());
+        assert!(created(unreadable, "l/1f", "me", 31, Join::Plain).is_err());
+    }
+
+    #[test]
+    fn a_join_that_looks_for_a_twin_finds_an_earlier_run_of_ours_only() {
+        let body = create("l", "l/1f", "me", 0x1f, Join::LookForTwin).to_json();
+        assert_eq!(body["success"][2]["request_range"]["range_end"], "bDA="); // the prefix's end
+                                                                              // Keys: someone else, an earlier run of ours (lease 9), and our own new key (lease 31).
+        let answer = txn(
+            r#"{"header":{"revision":"12"},"succeeded":true,"responses":[
+              {"response_put":{}},
+              {"response_range":{"kvs":[{"key":"bC9h","value":"eW91","create_revision":"3","lease":"7"}]}},
+              {"response_range":{"kvs":[
+                {"key":"bC9h","value":"eW91","create_revision":"3","lease":"7"},
+                {"key":"bC85","value":"bWU=","create_revision":"5","lease":"9"},
+                {"key":"bC8xZg==","value":"bWU=","create_revision":"12","lease":"31"}]}}]}"#,
+        );
+        let found = created(answer.clone(), "l/1f", "me", 31, Join::LookForTwin).unwrap();
+        assert_eq!(found.twin.map(|kv| kv.lease), Some(9));
+        let not_asked = created(answer, "l/1f", "me", 31, Join::Plain).unwrap();
+        assert_eq!(not_asked.twin, None);
+        let missing = txn(
+            r#"{"header":{"revision":"12"},"succeeded":true,"responses":[{"response_put":{}},{"response_range":{}}]}"#,
+        );
+        assert!(created(missing, "l/1f", "me", 31, Join::LookForTwin).is_err());
     }
 
     #[test]

@@ -21,7 +21,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::etcd::{self, Client};
+use super::queue;
+use super::Settings;
+use crate::etcd::{self, Client, KeyValue};
+use crate::log;
 
 /// How often the driver samples the TTL: well below a second, so that pairs are clean.
 pub(super) const STEP: Duration = Duration::from_millis(200);
@@ -143,9 +146,55 @@ impl Tracker {
     }
 }
 
+/// What to do with an earlier run's key that carries our identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// Its holder has stopped: keep its lease and its place.
+    Adopt,
+    /// Keep our fresh key (a live twin, a lease of another duration, or one that expired).
+    Fresh,
+    /// We were asked to stop meanwhile.
+    Stop,
+}
+
+/// Watches `twin`'s lease until it is provably abandoned or not ours to take, logging the outcome.
+pub(super) fn judge_twin(
+    client: &Client,
+    settings: &Settings,
+    twin: &KeyValue,
+    pause: impl FnMut(Duration) -> bool,
+) -> Result<Decision, etcd::Error> {
+    let key = queue::name_of(twin);
+    log::info(
+        "found our identity's key; waiting until its holder must have stopped",
+        &[("key", &key)],
+    );
+    let tracker = Tracker::new(settings.ttl_secs(), settings.kill_point());
+    Ok(match judge_lease(client, twin.lease, tracker, pause)? {
+        Some(Verdict::Abandoned) => Decision::Adopt,
+        None => Decision::Stop,
+        Some(Verdict::Renewed) => {
+            log::error(
+                "another live instance uses our identity; queueing with a fresh key \
+                 (identities must be unique)",
+                &[("key", &key)],
+            );
+            Decision::Fresh
+        }
+        Some(Verdict::OtherDuration) => {
+            log::warn(
+                "our identity's key has a lease of another duration; queueing with a fresh key",
+                &[("key", &key)],
+            );
+            Decision::Fresh
+        }
+        Some(Verdict::Gone | Verdict::Wait) => Decision::Fresh,
+    })
+}
+
 /// Samples `lease` every [`STEP`] until `tracker` reaches a verdict. `pause` sleeps for the given
 /// time and returns false when the candidate is asked to stop (then `None`).
-pub(super) fn judge_lease(
+fn judge_lease(
     client: &Client,
     lease: i64,
     mut tracker: Tracker,

@@ -1,5 +1,8 @@
-//! Key watchers (etcd's `waitDeletes`): one thread per watched key that tells the candidate when the
-//! key is deleted, or when its history was compacted away and the queue must be read again.
+//! Key watchers (etcd's `waitDeletes`): one thread per watch that tells the candidate when our key
+//! or the key ahead of us is deleted, or when the history was compacted away and the queue must be
+//! read again. A watch covers one of the two keys, or both: then one stream carries both, and the
+//! deletions of one revision arrive in one message — the candidate sees at once whether a
+//! predecessor's deletion left our own key standing (a transaction can delete both).
 //!
 //! Rules:
 //! - Dropping a [`KeyWatch`] cancels it: its socket is shut down at once, so its thread and its
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::retry::Backoff;
 use super::{Alert, Shared};
-use crate::etcd::{self, Cancel, Client, EventKind, WatchMessage, WatchRequest};
+use crate::etcd::{self, Cancel, Client, EventKind, WatchEvent, WatchMessage, WatchRequest};
 use crate::log;
 
 /// A running watch on one key; dropping it cancels the watch.
@@ -34,8 +37,62 @@ impl Drop for KeyWatch {
     }
 }
 
-/// Starts watching `key` for deletion from revision `from` on, for the session `session`.
-pub(super) fn watch_key(shared: &Shared, session: u64, id: u64, key: &str, from: i64) -> KeyWatch {
+/// The keys a watch reports on (at least one).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Watched {
+    pub own: Option<String>,
+    pub ahead: Option<String>,
+}
+
+impl Watched {
+    /// The request: one key, or the smallest range holding both (other keys inside it are
+    /// ignored; with deletions only, they cost an event at most).
+    fn request(&self, from: i64) -> WatchRequest {
+        let mut keys: Vec<&String> = self.own.iter().chain(&self.ahead).collect();
+        keys.sort();
+        let (first, last) = (keys.first().map_or("", |k| k.as_str()), keys.last());
+        let mut request = WatchRequest::key(first, from).deletes_only();
+        if keys.len() == 2 {
+            let mut end = last.map_or_else(Vec::new, |k| k.as_bytes().to_vec());
+            end.push(0);
+            request.range_end = end;
+        }
+        request
+    }
+
+    fn describe(&self) -> String {
+        self.own
+            .iter()
+            .chain(&self.ahead)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" and ")
+    }
+
+    /// Which of our keys `events` delete, and at which revision (the last such event's).
+    fn deletions(&self, events: &[WatchEvent]) -> Option<(bool, bool, i64)> {
+        let mut found = None;
+        for event in events.iter().filter(|e| e.kind == EventKind::Delete) {
+            let key = event.kv.key.as_slice();
+            let own = self.own.as_ref().is_some_and(|k| k.as_bytes() == key);
+            let ahead = self.ahead.as_ref().is_some_and(|k| k.as_bytes() == key);
+            if own || ahead {
+                let (o, a, _) = found.unwrap_or((false, false, 0));
+                found = Some((o || own, a || ahead, event.kv.mod_revision));
+            }
+        }
+        found
+    }
+}
+
+/// Starts watching `keys` for deletion from revision `from` on, for the session `session`.
+pub(super) fn watch_keys(
+    shared: &Shared,
+    session: u64,
+    id: u64,
+    keys: Watched,
+    from: i64,
+) -> KeyWatch {
     let cancel = Arc::new(Cancel::default());
     let retry = shared.settings.retry_period;
     let watcher = Watcher {
@@ -46,7 +103,7 @@ pub(super) fn watch_key(shared: &Shared, session: u64, id: u64, key: &str, from:
         backoff: Backoff::new(retry, shared.settings.backoff_cap()),
         session,
         id,
-        key: key.to_string(),
+        keys,
         next_revision: from,
     };
     let spawned = thread::Builder::new()
@@ -62,8 +119,8 @@ pub(super) fn watch_key(shared: &Shared, session: u64, id: u64, key: &str, from:
 
 /// What following one stream came to.
 enum Followed {
-    /// Tell the candidate; the watch is done.
-    Alert(Alert),
+    /// The candidate was told; the watch is done.
+    Done,
     /// The stream ended after doing its job for a while (idle timeout, server going away): open a
     /// new one at once.
     Ended,
@@ -79,7 +136,7 @@ struct Watcher {
     backoff: Backoff,
     session: u64,
     id: u64,
-    key: String,
+    keys: Watched,
     next_revision: i64,
 }
 
@@ -91,7 +148,7 @@ impl Watcher {
             let followed = match self.client.watch(&self.request(), &self.cancel) {
                 Ok(watch) => {
                     if failing {
-                        log::info("watch recovered", &[("key", &self.key)]);
+                        log::info("watch recovered", &[("keys", &self.keys.describe())]);
                         failing = false;
                     }
                     self.follow(watch)
@@ -102,10 +159,7 @@ impl Watcher {
                 return;
             }
             let reason = match followed {
-                Followed::Alert(alert) => {
-                    let _ = self.alerts.send(alert);
-                    return;
-                }
+                Followed::Done => return,
                 Followed::Ended if opened.elapsed() >= self.retry => {
                     self.backoff.reset();
                     continue;
@@ -116,7 +170,7 @@ impl Watcher {
             if !failing {
                 log::warn(
                     "watch failed; retrying",
-                    &[("key", &self.key), ("error", &reason)],
+                    &[("keys", &self.keys.describe()), ("error", &reason)],
                 );
                 failing = true;
             }
@@ -128,7 +182,13 @@ impl Watcher {
     }
 
     fn request(&self) -> WatchRequest {
-        WatchRequest::key(self.key.as_str(), self.next_revision).deletes_only()
+        self.keys.request(self.next_revision)
+    }
+
+    /// Tells the candidate, at once: before this thread closes its stream or frees anything.
+    fn tell(&self, alert: Alert) -> Followed {
+        let _ = self.alerts.send(alert);
+        Followed::Done
     }
 
     /// Reads one stream until it says something the candidate must hear, or ends.
@@ -137,16 +197,19 @@ impl Watcher {
         for message in watch {
             match message {
                 Ok(WatchMessage::Events { events, .. }) => {
-                    for event in events {
+                    if let Some((own, ahead, revision)) = self.keys.deletions(&events) {
+                        return self.tell(Alert::Deleted {
+                            session,
+                            watch: watch_id,
+                            own,
+                            ahead,
+                            revision,
+                        });
+                    }
+                    for event in &events {
                         self.next_revision = self
                             .next_revision
                             .max(event.kv.mod_revision.saturating_add(1));
-                        if event.kind == EventKind::Delete {
-                            return Followed::Alert(Alert::Deleted {
-                                session,
-                                watch: watch_id,
-                            });
-                        }
                     }
                 }
                 Ok(WatchMessage::Progress { header }) => {
@@ -155,7 +218,7 @@ impl Watcher {
                 Ok(WatchMessage::Canceled {
                     compact_revision, ..
                 }) if compact_revision > 0 => {
-                    return Followed::Alert(Alert::Recheck {
+                    return self.tell(Alert::Recheck {
                         session,
                         watch: watch_id,
                     });

@@ -47,6 +47,10 @@ pub mod exit {
 /// Longest wait for the command's tree to disappear after SIGKILL before the lease is revoked
 /// anyway (a process stuck in the kernel cannot be killed).
 const TREE_GONE_WAIT: Duration = Duration::from_secs(5);
+/// How long a killed process group gets to go before the rest of the tree is looked for.
+const GROUP_GONE: Duration = Duration::from_millis(2);
+/// How often the tree is swept again while something of it is left.
+const SWEEP_EVERY: Duration = Duration::from_millis(20);
 
 /// What to run and the timings that bound it.
 #[derive(Debug, Clone)]
@@ -323,7 +327,7 @@ impl Supervisor {
             };
             match input {
                 Input::Reaped { pid, status } if pid == child.pid => {
-                    reap::signal_tree(child.group, libc::SIGKILL);
+                    reap::signal_group(child.group, libc::SIGKILL);
                     let code = exit_code(status);
                     self.status.child(false, Some(code));
                     log::info("child exited", &[("pid", &pid), ("code", &code)]);
@@ -391,19 +395,29 @@ impl Supervisor {
     }
 
     /// Kills whatever is left of the command's tree and waits (bounded) until no child of ours is
-    /// left: as a subreaper, that is the whole tree. Only then may the lease go.
+    /// left: as a subreaper, that is the whole tree. Only then may the lease go. The group was
+    /// killed already and usually goes within a millisecond; only what outlives that (processes
+    /// that left the group) costs a walk of `/proc`.
     fn await_tree_gone(&mut self, child: &Child) {
-        let until = Instant::now() + TREE_GONE_WAIT;
+        let started = Instant::now();
+        let mut sweep_at = started + GROUP_GONE;
         while reap::children_left() {
-            if Instant::now() >= until {
+            let now = Instant::now();
+            if now >= started + TREE_GONE_WAIT {
                 log::error(
                     "processes of the command survive SIGKILL; revoking the lease anyway",
                     &[],
                 );
                 return;
             }
-            reap::signal_tree(child.group, libc::SIGKILL);
-            let input = self.inbox.inbox.recv_timeout(Duration::from_millis(20));
+            if now >= sweep_at {
+                reap::signal_tree(child.group, libc::SIGKILL);
+                sweep_at = now + SWEEP_EVERY;
+            }
+            let input = self
+                .inbox
+                .inbox
+                .recv_timeout(sweep_at.saturating_duration_since(now));
             if let Ok(Input::Election(notice)) = input {
                 self.note(notice);
             }

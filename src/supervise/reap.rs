@@ -85,6 +85,14 @@ pub(super) fn children_left() -> bool {
     }
 }
 
+/// Sends `signal` to the process group `group` only.
+pub(super) fn signal_group(group: i32, signal: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a process group.
+    unsafe {
+        libc::kill(-group, signal);
+    }
+}
+
 /// Sends `signal` to the process group `group` and to every descendant of this process outside
 /// it (each process gets it once); returns how many such descendants were found (none without
 /// `/proc`, where the group is all we can reach).
@@ -99,10 +107,7 @@ pub(super) fn signal_tree(group: i32, signal: i32) -> usize {
         }
         return 0;
     }
-    // SAFETY: as above; a negative pid names a process group.
-    unsafe {
-        libc::kill(-group, signal);
-    }
+    signal_group(group, signal);
     let outside: Vec<(i32, i32)> = descendants(me)
         .into_iter()
         .filter(|(pid, _)| stat_of(*pid).is_some_and(|stat| stat.group != group))
