@@ -65,6 +65,9 @@ impl Config {
             acquire_timeout: self.acquire_timeout,
             hidden_env: vars::SECRETS.to_vec(),
             leader_env: vars::OUTPUTS,
+            recampaign: self.recampaign,
+            retry_period: self.retry_period,
+            backoff_cap: self.election_settings().backoff_cap(),
         }
     }
 }

@@ -31,6 +31,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::supervise::Recampaign;
 pub use cli::{parse_args, usage, Cli, UsageError};
 pub use duration::{format_duration, parse_duration};
 pub use env::ReadFile;
@@ -134,30 +135,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// What to do when leadership ends (`RECAMPAIGN`). Parsed now; only `Off` is acted on yet.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Recampaign {
-    /// Exit (today's behaviour).
-    #[default]
-    Off,
-    /// After losing leadership, queue again instead of exiting.
-    OnLoss,
-    /// Queue again whenever leadership ends, also when the command exited.
-    Always,
-}
-
-impl Recampaign {
-    /// The variable's spelling.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Recampaign::Off => "off",
-            Recampaign::OnLoss => "on-loss",
-            Recampaign::Always => "always",
-        }
-    }
 }
 
 /// Reads the configuration from the process environment; secret files are read with

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
+pub use retry::Backoff;
 pub use session::RenewalClock;
 
 use crate::etcd::{self, Client};
@@ -98,7 +99,7 @@ impl Settings {
     }
 
     /// The longest pause of the back-offs: LEASE_DURATION, at least four RETRY_PERIODs.
-    pub(crate) fn backoff_cap(&self) -> Duration {
+    pub fn backoff_cap(&self) -> Duration {
         self.lease_ttl.max(4 * self.retry_period)
     }
 
@@ -190,7 +191,8 @@ struct Shared {
     settings: Settings,
     clock: Arc<RenewalClock>,
     notify: Box<dyn Fn(Notice) + Send + Sync>,
-    alerts: Sender<Alert>,
+    /// Where the threads of the current run send their alerts.
+    alerts: Mutex<Sender<Alert>>,
     leader: Arc<LeaderView>,
     state: Mutex<State>,
 }
@@ -199,8 +201,17 @@ struct Shared {
 #[derive(Default)]
 struct State {
     stopping: bool,
+    /// The current run of the candidate (a rejoin starts a new one; an old one then stops).
+    run: u64,
     lease: Option<i64>,
     keeper: Option<Arc<Keeper>>,
+}
+
+impl State {
+    /// Whether the candidate of `run` must stop.
+    fn stops(&self, run: u64) -> bool {
+        self.stopping || self.run != run
+    }
 }
 
 impl Shared {
@@ -208,8 +219,17 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn stopping(&self) -> bool {
-        self.lock().stopping
+    /// Whether the candidate of `run` must stop.
+    fn stopping(&self, run: u64) -> bool {
+        self.lock().stops(run)
+    }
+
+    /// A sender for the current run's alerts.
+    fn alerts(&self) -> Sender<Alert> {
+        self.alerts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn current_leader(&self) -> Option<String> {
@@ -245,27 +265,34 @@ impl Election {
             settings,
             clock,
             notify: Box::new(notify),
-            alerts,
+            alerts: Mutex::new(alerts),
             leader: Arc::new(LeaderView::default()),
             state: Mutex::new(State::default()),
         });
-        let (done, finished) = channel::<()>();
-        let worker = Arc::clone(&shared);
-        let spawned = thread::Builder::new()
-            .name("election".into())
-            .spawn(move || {
-                let _done = done; // dropped when the thread returns
-                candidate::Candidate::new(worker, inbox).run();
-            });
-        if let Err(error) = spawned {
-            (shared.notify)(Notice::Fatal(format!(
-                "cannot start the election thread: {error}"
-            )));
-        }
+        let finished = spawn_candidate(&shared, 0, inbox);
         Election {
             shared,
             finished: Mutex::new(finished),
         }
+    }
+
+    /// Leaves the election and joins it again at the end of the queue, with a fresh lease (see
+    /// [`Election::resign`]): for a supervisor that re-campaigns after leadership ended.
+    pub fn rejoin(&self) -> Result<(), etcd::Error> {
+        let revoked = self.resign();
+        let (alerts, inbox) = channel();
+        let run = {
+            let mut state = self.shared.lock();
+            state.run += 1;
+            state.stopping = false;
+            *self.shared.alerts.lock().unwrap_or_else(|p| p.into_inner()) = alerts;
+            state.run
+        };
+        let finished = spawn_candidate(&self.shared, run, inbox);
+        if let Ok(mut current) = self.finished.lock() {
+            *current = finished;
+        }
+        revoked
     }
 
     /// The renewal clock of this election.
@@ -301,12 +328,30 @@ impl Election {
         if let Some(keeper) = keeper {
             keeper.stop();
         }
-        let _ = self.shared.alerts.send(Alert::Stop);
+        let _ = self.shared.alerts().send(Alert::Stop);
         if let Ok(finished) = self.finished.lock() {
             let _ = finished.recv_timeout(FINISH_WAIT);
         }
         revoked
     }
+}
+
+/// Starts the candidate thread of `run`; the receiver disconnects when it returns.
+fn spawn_candidate(shared: &Arc<Shared>, run: u64, inbox: Receiver<Alert>) -> Receiver<()> {
+    let (done, finished) = channel::<()>();
+    let worker = Arc::clone(shared);
+    let spawned = thread::Builder::new()
+        .name("election".into())
+        .spawn(move || {
+            let _done = done; // dropped when the thread returns
+            candidate::Candidate::new(worker, run, inbox).run();
+        });
+    if let Err(error) = spawned {
+        (shared.notify)(Notice::Fatal(format!(
+            "cannot start the election thread: {error}"
+        )));
+    }
+    finished
 }
 
 /// Who leads the election `lock_name` now: the value of its oldest key (`etcdctl elect -l`).

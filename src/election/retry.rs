@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// Exponential back-off from `base` to `cap`.
 #[derive(Debug, Clone)]
-pub(super) struct Backoff {
+pub struct Backoff {
     base: Duration,
     cap: Duration,
     next: Duration,
@@ -19,7 +19,7 @@ pub(super) struct Backoff {
 
 impl Backoff {
     /// Starts at `base` and doubles up to `cap` (at least `base`).
-    pub(super) fn new(base: Duration, cap: Duration) -> Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Backoff {
         Backoff {
             base,
             cap: cap.max(base),
@@ -30,7 +30,7 @@ impl Backoff {
 
     /// The pause before the next attempt at `now`. A spell of `cap` without attempts counts as
     /// quiet: the pause starts at `base` again.
-    pub(super) fn pause(&mut self, now: Instant) -> Duration {
+    pub fn pause(&mut self, now: Instant) -> Duration {
         if self
             .last
             .is_some_and(|last| now.saturating_duration_since(last) >= self.cap + self.next)
@@ -44,7 +44,7 @@ impl Backoff {
     }
 
     /// Forgets the failures: the next pause is `base`.
-    pub(super) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = self.base;
         self.last = None;
     }

@@ -227,7 +227,7 @@ pub(super) fn keep_alive(shared: &Arc<Shared>, session: u64, lease: Lease) -> Ar
     let renewer = Renewer {
         shared: Arc::clone(shared),
         keeper: Arc::clone(&keeper),
-        alerts: shared.alerts.clone(),
+        alerts: shared.alerts(),
         session,
         lease: lease.id,
     };

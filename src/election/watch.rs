@@ -97,7 +97,7 @@ pub(super) fn watch_keys(
     let retry = shared.settings.retry_period;
     let watcher = Watcher {
         client: shared.client.clone(),
-        alerts: shared.alerts.clone(),
+        alerts: shared.alerts(),
         cancel: Arc::clone(&cancel),
         retry,
         backoff: Backoff::new(retry, shared.settings.backoff_cap()),
@@ -112,7 +112,7 @@ pub(super) fn watch_keys(
     if let Err(error) = spawned {
         // Without a watcher the candidate would wait forever: make it look again later.
         log::error("cannot start a watch thread", &[("error", &error)]);
-        let _ = shared.alerts.send(Alert::Recheck { session, watch: id });
+        let _ = shared.alerts().send(Alert::Recheck { session, watch: id });
     }
     KeyWatch { id, cancel }
 }

@@ -66,6 +66,7 @@ struct State {
     leader_since: Option<SystemTime>,
     transitions: u64,
     attempts: u64,
+    recampaigns: u64,
     keepalive_failures: u64,
     child_exit_code: Option<i32>,
     keepalive: Histogram,
@@ -130,6 +131,15 @@ impl Status {
     pub fn stepping_down(&self) {
         self.not_leading();
         self.lock().stepping_down = true;
+    }
+
+    /// Leadership ended and the supervisor campaigns again: healthy again, not ready.
+    pub fn recampaigning(&self) {
+        self.not_leading();
+        let mut state = self.lock();
+        state.stepping_down = false;
+        state.child_running = false;
+        state.recampaigns += 1;
     }
 
     /// We no longer lead.
@@ -234,6 +244,11 @@ impl Status {
             "election_attempts_total",
             "Candidacies started (a lease and a key).",
             state.attempts,
+        );
+        page.counter(
+            "recampaigns_total",
+            "Times the supervisor campaigned again after a leadership ended (RECAMPAIGN).",
+            state.recampaigns,
         );
         page.counter(
             "keepalive_failures_total",

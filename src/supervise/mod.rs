@@ -12,19 +12,22 @@
 //! only once every descendant is gone.
 
 mod child;
+mod notify;
 mod reap;
 mod signals;
+mod supervisor;
 
 use std::ffi::OsString;
 use std::io;
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock::{self, BootInstant};
-use crate::election::{Election, Leadership, Loss, Notice, RenewalClock};
+use crate::election::{Backoff, Election, Loss, Notice};
 use crate::log;
 use crate::status::Status;
+use notify::Notifier;
+use supervisor::{Ended, Supervisor};
 
 pub use signals::prepare_process;
 
@@ -44,14 +47,6 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 127;
 }
 
-/// Longest wait for the command's tree to disappear after SIGKILL before the lease is revoked
-/// anyway (a process stuck in the kernel cannot be killed).
-const TREE_GONE_WAIT: Duration = Duration::from_secs(5);
-/// How long a killed process group gets to go before the rest of the tree is looked for.
-const GROUP_GONE: Duration = Duration::from_millis(2);
-/// How often the tree is swept again while something of it is left.
-const SWEEP_EVERY: Duration = Duration::from_millis(20);
-
 /// What to run and the timings that bound it.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -63,6 +58,45 @@ pub struct Plan {
     pub hidden_env: Vec<&'static str>,
     /// The names under which the command gets our key, its revision and our lease id.
     pub leader_env: [&'static str; 3],
+    /// What to do when a leadership ends.
+    pub recampaign: Recampaign,
+    /// The first pause before campaigning again; it doubles up to `backoff_cap`, and starts over
+    /// after a leadership that lasted longer than the cap.
+    pub retry_period: Duration,
+    pub backoff_cap: Duration,
+}
+
+/// What to do when a leadership ends (`RECAMPAIGN`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Recampaign {
+    /// Exit: with 75 when leadership was lost, with the command's code when it exited.
+    #[default]
+    Off,
+    /// After a lost leadership, campaign again instead of exiting (the command's own exit still
+    /// ends the wrapper).
+    OnLoss,
+    /// Campaign again whenever a leadership ends, also when the command exited.
+    Always,
+}
+
+impl Recampaign {
+    /// The variable's spelling.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recampaign::Off => "off",
+            Recampaign::OnLoss => "on-loss",
+            Recampaign::Always => "always",
+        }
+    }
+
+    /// Whether a leadership that `ended` so is followed by another campaign.
+    fn again_after(self, ended: Ended) -> bool {
+        matches!(
+            (self, ended),
+            (Recampaign::OnLoss, Ended::Lost) | (Recampaign::Always, Ended::Lost | Ended::Exited)
+        )
+    }
 }
 
 /// Everything the supervisor waits for.
@@ -77,6 +111,17 @@ pub struct Inbox {
     events: Sender<Input>,
     inbox: Receiver<Input>,
     reaper: Arc<reap::Reaper>,
+}
+
+impl Inbox {
+    fn receiver(&self) -> &Receiver<Input> {
+        &self.inbox
+    }
+
+    /// There may be a new child to wait for.
+    fn poke_reaper(&self) {
+        self.reaper.poke();
+    }
 }
 
 impl Inbox {
@@ -115,316 +160,58 @@ pub fn exec(command: &[OsString]) -> i32 {
     code
 }
 
-/// Waits for leadership, runs the command while it holds, and returns the exit code.
+/// Waits for leadership, runs the command while it holds, and returns the exit code; with
+/// RECAMPAIGN, campaigns again after a leadership ends (paced), until a signal ends everything.
 pub fn run(plan: Plan, inbox: Inbox, election: Election, status: Arc<Status>) -> i32 {
     let clock = election.clock();
+    let systemd = Notifier::from_env(Arc::clone(&clock), plan.renew_deadline);
+    let mut backoff = Backoff::new(plan.retry_period, plan.backoff_cap);
     let mut supervisor = Supervisor {
         plan,
         inbox,
         election,
         clock,
         status,
+        systemd,
     };
-    let code = match supervisor.await_leadership() {
-        Ok(leadership) => supervisor.lead(&leadership),
-        Err(code) => code,
-    };
-    supervisor.leave(code)
-}
-
-struct Supervisor {
-    plan: Plan,
-    inbox: Inbox,
-    election: Election,
-    clock: Arc<RenewalClock>,
-    status: Arc<Status>,
-}
-
-/// The running command.
-struct Child {
-    pid: i32,
-    /// Its process group (the guardian's).
-    group: i32,
-    _guardian: child::Guardian,
-}
-
-impl Supervisor {
-    /// Revokes the lease and passes the exit code through.
-    fn leave(&self, code: i32) -> i32 {
-        self.status.stepping_down();
-        if let Err(error) = self.election.resign() {
+    loop {
+        let began = Instant::now();
+        let (code, ended) = match supervisor.await_leadership() {
+            Ok(leadership) => supervisor.lead(&leadership),
+            Err(code) => return supervisor.leave(code),
+        };
+        let again = supervisor.plan.recampaign.again_after(ended);
+        if !again || signals::leave_requested().is_some() {
+            return supervisor.leave(code);
+        }
+        if began.elapsed() > supervisor.plan.backoff_cap {
+            backoff.reset();
+        }
+        let pause = backoff.pause(Instant::now());
+        supervisor.status.stepping_down();
+        if let Err(error) = supervisor.election.resign() {
             log::warn(
                 "cannot revoke the lease; it will expire by itself",
                 &[("error", &error)],
             );
         }
-        log::info("exiting", &[("code", &code)]);
-        code
-    }
-
-    fn await_leadership(&mut self) -> Result<Leadership, i32> {
-        let give_up = self.plan.acquire_timeout.map(|t| Instant::now() + t);
-        loop {
-            let input = match give_up {
-                Some(at) => match self
-                    .inbox
-                    .inbox
-                    .recv_timeout(at.saturating_duration_since(Instant::now()))
-                {
-                    Ok(input) => input,
-                    Err(RecvTimeoutError::Timeout) => {
-                        log::warn(
-                            "leadership not acquired within ACQUIRE_TIMEOUT; leaving",
-                            &[],
-                        );
-                        return Err(exit::UNAVAILABLE);
-                    }
-                    Err(RecvTimeoutError::Disconnected) => return Err(exit::UNAVAILABLE),
-                },
-                None => self.inbox.inbox.recv().map_err(|_| exit::UNAVAILABLE)?,
-            };
-            match input {
-                Input::Election(Notice::Leading(leadership)) => return Ok(leadership),
-                Input::Election(Notice::Fatal(_)) => return Err(exit::UNAVAILABLE),
-                Input::Election(notice) => self.note(notice),
-                Input::Signal(signal) if signals::LEAVE.contains(&signal) => {
-                    log::info(
-                        "signal received while waiting; leaving the election",
-                        &[("signal", &signal)],
-                    );
-                    return Err(128 + signal);
-                }
-                Input::Signal(_) | Input::Reaped { .. } => {}
-            }
-        }
-    }
-
-    /// Keeps the status up to date with what the election says.
-    fn note(&self, notice: Notice) {
-        match notice {
-            Notice::Candidacy { .. } => self.status.attempt(),
-            Notice::Renewed { took } => self.status.renewed(took),
-            Notice::RenewalFailed => self.status.renewal_failed(),
-            Notice::Queued { .. } | Notice::Leading(_) | Notice::Lost(_) | Notice::Fatal(_) => {}
-        }
-    }
-
-    /// Starts the command unless leadership already ended, runs it, and returns the exit code once
-    /// the command and its whole tree are gone.
-    fn lead(&mut self, leadership: &Leadership) -> i32 {
-        if let Err(code) = self.still_leading() {
-            return code;
-        }
-        self.status.leading();
+        supervisor.status.recampaigning();
+        supervisor.systemd.status("campaigning again");
         log::info(
-            "leading",
-            &[
-                ("key", &leadership.key),
-                ("revision", &leadership.revision),
-                ("lease", &format!("{:x}", leadership.lease)),
-            ],
+            "campaigning again",
+            &[("in", &format!("{pause:?}")), ("after", &code)],
         );
-        let child = match self.spawn(leadership) {
-            Ok(child) => child,
-            Err(code) => return code,
-        };
-        let code = self.supervise(&child);
-        self.await_tree_gone(&child);
-        code
-    }
-
-    /// The last look before the command starts: a leave signal, a loss or a renewal that aged past
-    /// the deadline in the moments since the election said "leading" means it must not start.
-    fn still_leading(&mut self) -> Result<(), i32> {
-        if let Some(signal) = signals::leave_requested() {
-            log::info(
-                "signal received before the command started; leaving",
-                &[("signal", &signal)],
+        if let Err(code) = supervisor.pause(pause) {
+            return supervisor.leave(code);
+        }
+        if let Err(error) = supervisor.election.rejoin() {
+            log::warn(
+                "cannot revoke the lease; it will expire by itself",
+                &[("error", &error)],
             );
-            return Err(128 + signal);
-        }
-        while let Ok(input) = self.inbox.inbox.try_recv() {
-            match input {
-                Input::Election(Notice::Lost(loss)) => {
-                    log::warn(
-                        "leadership lost before the command started",
-                        &[("reason", &loss)],
-                    );
-                    return Err(exit::LEADERSHIP_LOST);
-                }
-                Input::Election(notice) => self.note(notice),
-                Input::Signal(signal) if signals::LEAVE.contains(&signal) => {
-                    return Err(128 + signal)
-                }
-                Input::Signal(_) | Input::Reaped { .. } => {}
-            }
-        }
-        if self
-            .clock
-            .deadline()
-            .is_none_or(|d| d <= BootInstant::now())
-        {
-            log::warn("the last renewal is too old to start the command", &[]);
-            return Err(exit::LEADERSHIP_LOST);
-        }
-        Ok(())
-    }
-
-    fn spawn(&self, leadership: &Leadership) -> Result<Child, i32> {
-        let guardian = match child::Guardian::start() {
-            Ok(guardian) => guardian,
-            Err(error) => {
-                log::error("cannot start the command's guardian", &[("error", &error)]);
-                return Err(exit::CANNOT_EXECUTE);
-            }
-        };
-        let set = [
-            ("ETCD_AWAIT_ELECTION_LEADER_KEY", leadership.key.clone()),
-            (
-                "ETCD_AWAIT_ELECTION_LEADER_REVISION",
-                leadership.revision.to_string(),
-            ),
-            (
-                "ETCD_AWAIT_ELECTION_LEADER_LEASE_ID",
-                format!("{:x}", leadership.lease),
-            ),
-        ];
-        let spawned = child::spawn(&self.plan.command, &set, &self.plan.hidden_env, &guardian);
-        self.inbox.reaper.poke();
-        match spawned {
-            Ok(pid) => {
-                log::info("child started", &[("pid", &pid)]);
-                self.status.child(true, None);
-                let group = guardian.group();
-                Ok(Child {
-                    pid,
-                    group,
-                    _guardian: guardian,
-                })
-            }
-            Err((code, error)) => {
-                reap::signal_tree(guardian.group(), libc::SIGKILL);
-                if let Some(program) = self.plan.command.first() {
-                    report_spawn_error(program, &error);
-                }
-                Err(code)
-            }
-        }
-    }
-
-    /// Runs until the command exits or leadership can no longer be guaranteed.
-    fn supervise(&mut self, child: &Child) -> i32 {
-        loop {
-            let deadline = self.clock.deadline().unwrap_or_else(BootInstant::now);
-            if BootInstant::now() >= deadline {
-                self.status.stepping_down();
-                return self.stop_gracefully(child);
-            }
-            let input = match self.inbox.inbox.recv_timeout(clock::nap_until(deadline)) {
-                Ok(input) => input,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return exit::UNAVAILABLE,
-            };
-            match input {
-                Input::Reaped { pid, status } if pid == child.pid => {
-                    reap::signal_group(child.group, libc::SIGKILL);
-                    let code = exit_code(status);
-                    self.status.child(false, Some(code));
-                    log::info("child exited", &[("pid", &pid), ("code", &code)]);
-                    return code;
-                }
-                Input::Reaped { .. } => {}
-                Input::Signal(signal) => forward(child, signal),
-                Input::Election(Notice::Lost(loss)) => {
-                    reap::signal_tree(child.group, libc::SIGKILL);
-                    self.status.stepping_down();
-                    log::warn(killed_because(loss), &[("reason", &loss)]);
-                    self.await_exit(child, BootInstant::now() + TREE_GONE_WAIT);
-                    return exit::LEADERSHIP_LOST;
-                }
-                Input::Election(notice) => self.note(notice),
-            }
-        }
-    }
-
-    /// SIGTERM to the command's tree; SIGKILL halfway between RENEW_DEADLINE and LEASE_DURATION.
-    fn stop_gracefully(&mut self, child: &Child) -> i32 {
-        let last = self.clock.last().unwrap_or_else(BootInstant::now);
-        let kill_at = last + (self.plan.renew_deadline + self.plan.lease_duration) / 2;
-        // Signal first, log after.
-        reap::signal_tree(child.group, libc::SIGTERM);
-        log::warn(
-            "renew deadline passed; sent SIGTERM to the child",
-            &[("renew_deadline", &format!("{:?}", self.plan.renew_deadline))],
-        );
-        if !self.await_exit(child, kill_at) {
-            reap::signal_tree(child.group, libc::SIGKILL);
-            log::warn("child still running; sent SIGKILL", &[("pid", &child.pid)]);
-            if !self.await_exit(child, BootInstant::now() + TREE_GONE_WAIT) {
-                log::error("child not reaped after SIGKILL", &[("pid", &child.pid)]);
-            }
-        }
-        exit::LEADERSHIP_LOST
-    }
-
-    /// Waits until the command is reaped or `until` passes; true if it was reaped. A loss of the
-    /// key or lease meanwhile ends the grace period: SIGKILL at once.
-    fn await_exit(&mut self, child: &Child, until: BootInstant) -> bool {
-        loop {
-            if BootInstant::now() >= until {
-                return false;
-            }
-            match self.inbox.inbox.recv_timeout(clock::nap_until(until)) {
-                Ok(Input::Reaped { pid, status }) if pid == child.pid => {
-                    self.status.child(false, Some(exit_code(status)));
-                    log::info(
-                        "child stopped",
-                        &[("pid", &pid), ("code", &exit_code(status))],
-                    );
-                    return true;
-                }
-                Ok(Input::Election(Notice::Lost(loss))) => {
-                    reap::signal_tree(child.group, libc::SIGKILL);
-                    log::warn(killed_because(loss), &[("reason", &loss)]);
-                }
-                Ok(Input::Election(notice)) => self.note(notice),
-                Ok(_) | Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return false,
-            }
-        }
-    }
-
-    /// Kills whatever is left of the command's tree and waits (bounded) until no child of ours is
-    /// left: as a subreaper, that is the whole tree. Only then may the lease go. The group was
-    /// killed already and usually goes within a millisecond; only what outlives that (processes
-    /// that left the group) costs a walk of `/proc`.
-    fn await_tree_gone(&mut self, child: &Child) {
-        let started = Instant::now();
-        let mut sweep_at = started + GROUP_GONE;
-        while reap::children_left() {
-            let now = Instant::now();
-            if now >= started + TREE_GONE_WAIT {
-                log::error(
-                    "processes of the command survive SIGKILL; revoking the lease anyway",
-                    &[],
-                );
-                return;
-            }
-            if now >= sweep_at {
-                reap::signal_tree(child.group, libc::SIGKILL);
-                sweep_at = now + SWEEP_EVERY;
-            }
-            let input = self
-                .inbox
-                .inbox
-                .recv_timeout(sweep_at.saturating_duration_since(now));
-            if let Ok(Input::Election(notice)) = input {
-                self.note(notice);
-            }
         }
     }
 }
-
 /// The log line for a child killed because leadership ended under it. A renewal acknowledged only
 /// after the deadline is not a loss of the key: the renew deadline already took leadership away.
 fn killed_because(loss: Loss) -> &'static str {
@@ -435,10 +222,10 @@ fn killed_because(loss: Loss) -> &'static str {
 }
 
 /// Forwards a signal to the command itself (it forwards further as it sees fit).
-fn forward(child: &Child, signal: i32) {
+fn forward(pid: i32, signal: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe {
-        libc::kill(child.pid, signal);
+        libc::kill(pid, signal);
     }
 }
 

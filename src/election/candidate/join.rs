@@ -15,7 +15,7 @@ impl Candidate {
     /// Gets a lease (unless we have one) and a key, retrying every RETRY_PERIOD until it works.
     pub(super) fn join(&mut self, join: Join) -> Option<Place> {
         loop {
-            if self.shared.stopping() {
+            if self.stopping() {
                 return None;
             }
             match self.try_join(join) {
@@ -63,7 +63,7 @@ impl Candidate {
     fn begin_session(&mut self, lease: Lease) -> bool {
         let id = self.fresh_id();
         let mut state = self.shared.lock();
-        if state.stopping {
+        if state.stops(self.run) {
             drop(state);
             let _ = session::revoke(self.client(), lease.id);
             return false;

@@ -61,6 +61,8 @@ enum Readiness {
 
 pub(super) struct Candidate {
     shared: Arc<Shared>,
+    /// Which run of the candidate this is (see `Election::rejoin`).
+    run: u64,
     inbox: Inbox,
     session: Option<Session>,
     next_id: u64,
@@ -70,12 +72,13 @@ pub(super) struct Candidate {
 }
 
 impl Candidate {
-    pub(super) fn new(shared: Arc<Shared>, alerts: Receiver<Alert>) -> Candidate {
+    pub(super) fn new(shared: Arc<Shared>, run: u64, alerts: Receiver<Alert>) -> Candidate {
         let settings = &shared.settings;
         let requeue = Backoff::new(settings.retry_period, settings.backoff_cap());
         let looks = Pace::new(settings.retry_period, LOOK_BURST, Instant::now());
         Candidate {
             shared,
+            run,
             inbox: Inbox::new(alerts),
             session: None,
             next_id: 0,
@@ -128,6 +131,11 @@ impl Candidate {
         self.next_id
     }
 
+    /// Whether this run must stop (asked to, or replaced by a rejoin).
+    fn stopping(&self) -> bool {
+        self.shared.stopping(self.run)
+    }
+
     fn session_id(&self) -> u64 {
         self.session.as_ref().map_or(0, |s| s.id)
     }
@@ -160,13 +168,13 @@ impl Candidate {
 
     /// Sleeps for `duration` unless asked to stop; false when stopping.
     fn pause(&mut self, duration: Duration) -> bool {
-        self.inbox.pause(duration) && !self.shared.stopping()
+        self.inbox.pause(duration) && !self.stopping()
     }
 
     /// After a failed call: wait RETRY_PERIOD; false when we must stop (asked to, or the error is
     /// one that retrying cannot fix).
     fn retry_later(&mut self, error: &etcd::Error) -> bool {
-        if self.shared.stopping() {
+        if self.stopping() {
             return false;
         }
         let every = self.settings().retry_period;

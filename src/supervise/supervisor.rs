@@ -1,0 +1,380 @@
+//! The supervisor's state machine for one leadership: wait for it, start the command, keep it only
+//! while leadership holds, stop it (and its whole tree) when it no longer does.
+
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::child;
+use super::notify::{self, Notifier};
+use super::reap;
+use super::signals;
+use super::{exit, exit_code, forward, killed_because, report_spawn_error, Inbox, Input, Plan};
+use crate::clock::{self, BootInstant};
+use crate::election::{Election, Leadership, Notice, RenewalClock};
+use crate::log;
+use crate::status::Status;
+
+/// Longest wait for the command's tree to disappear after SIGKILL before the lease is revoked
+/// anyway (a process stuck in the kernel cannot be killed).
+const TREE_GONE_WAIT: Duration = Duration::from_secs(5);
+/// How long a killed process group gets to go before the rest of the tree is looked for.
+const GROUP_GONE: Duration = Duration::from_millis(2);
+/// How often the tree is swept again while something of it is left.
+const SWEEP_EVERY: Duration = Duration::from_millis(20);
+
+pub(super) struct Supervisor {
+    pub(super) plan: Plan,
+    pub(super) inbox: Inbox,
+    pub(super) election: Election,
+    pub(super) clock: Arc<RenewalClock>,
+    pub(super) status: Arc<Status>,
+    pub(super) systemd: Notifier,
+}
+
+/// How one leadership ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// The command exited by itself (or of a forwarded signal).
+    Exited,
+    /// Leadership ended under the command; it was stopped.
+    Lost,
+    /// The command never started.
+    NotStarted,
+}
+
+/// The running command.
+struct Child {
+    pid: i32,
+    /// Its process group (the guardian's).
+    group: i32,
+    _guardian: child::Guardian,
+}
+
+impl Supervisor {
+    /// Revokes the lease and passes the exit code through.
+    pub(super) fn leave(&self, code: i32) -> i32 {
+        self.status.stepping_down();
+        if let Err(error) = self.election.resign() {
+            log::warn(
+                "cannot revoke the lease; it will expire by itself",
+                &[("error", &error)],
+            );
+        }
+        log::info("exiting", &[("code", &code)]);
+        code
+    }
+
+    pub(super) fn await_leadership(&mut self) -> Result<Leadership, i32> {
+        let give_up = self.plan.acquire_timeout.map(|t| Instant::now() + t);
+        loop {
+            let input = match give_up {
+                Some(at) => match self
+                    .inbox
+                    .inbox
+                    .recv_timeout(at.saturating_duration_since(Instant::now()))
+                {
+                    Ok(input) => input,
+                    Err(RecvTimeoutError::Timeout) => {
+                        log::warn(
+                            "leadership not acquired within ACQUIRE_TIMEOUT; leaving",
+                            &[],
+                        );
+                        return Err(exit::UNAVAILABLE);
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return Err(exit::UNAVAILABLE),
+                },
+                None => self
+                    .inbox
+                    .receiver()
+                    .recv()
+                    .map_err(|_| exit::UNAVAILABLE)?,
+            };
+            match input {
+                Input::Election(Notice::Leading(leadership)) => return Ok(leadership),
+                Input::Election(Notice::Fatal(_)) => return Err(exit::UNAVAILABLE),
+                Input::Election(notice) => self.note(notice),
+                Input::Signal(signal) if signals::LEAVE.contains(&signal) => {
+                    log::info(
+                        "signal received while waiting; leaving the election",
+                        &[("signal", &signal)],
+                    );
+                    return Err(128 + signal);
+                }
+                Input::Signal(_) | Input::Reaped { .. } => {}
+            }
+        }
+    }
+
+    /// Keeps the status (and systemd) up to date with what the election says.
+    fn note(&self, notice: Notice) {
+        match notice {
+            Notice::Candidacy { .. } => {
+                self.status.attempt();
+                self.systemd.ready();
+            }
+            Notice::Renewed { took } => self.status.renewed(took),
+            Notice::RenewalFailed => self.status.renewal_failed(),
+            Notice::Queued { behind, .. } => {
+                self.systemd.status(&format!("waiting behind {behind}"))
+            }
+            Notice::Leading(_) | Notice::Lost(_) | Notice::Fatal(_) => {}
+        }
+    }
+
+    /// Starts the command unless leadership already ended, runs it, and returns the exit code, and
+    /// how it ended, once the command and its whole tree are gone.
+    pub(super) fn lead(&mut self, leadership: &Leadership) -> (i32, Ended) {
+        if let Err(code) = self.still_leading() {
+            let ended = match code {
+                exit::LEADERSHIP_LOST => Ended::Lost,
+                _ => Ended::NotStarted,
+            };
+            return (code, ended);
+        }
+        self.status.leading();
+        log::info(
+            "leading",
+            &[
+                ("key", &leadership.key),
+                ("revision", &leadership.revision),
+                ("lease", &format!("{:x}", leadership.lease)),
+            ],
+        );
+        self.systemd
+            .status(&format!("leading, revision {}", leadership.revision));
+        let child = match self.spawn(leadership) {
+            Ok(child) => child,
+            Err(code) => return (code, Ended::NotStarted),
+        };
+        let (code, ended) = self.supervise(&child);
+        self.await_tree_gone(&child);
+        (code, ended)
+    }
+
+    /// The last look before the command starts: a leave signal, a loss or a renewal that aged past
+    /// the deadline in the moments since the election said "leading" means it must not start.
+    fn still_leading(&mut self) -> Result<(), i32> {
+        if let Some(signal) = signals::leave_requested() {
+            log::info(
+                "signal received before the command started; leaving",
+                &[("signal", &signal)],
+            );
+            return Err(128 + signal);
+        }
+        while let Ok(input) = self.inbox.receiver().try_recv() {
+            match input {
+                Input::Election(Notice::Lost(loss)) => {
+                    log::warn(
+                        "leadership lost before the command started",
+                        &[("reason", &loss)],
+                    );
+                    return Err(exit::LEADERSHIP_LOST);
+                }
+                Input::Election(notice) => self.note(notice),
+                Input::Signal(signal) if signals::LEAVE.contains(&signal) => {
+                    return Err(128 + signal)
+                }
+                Input::Signal(_) | Input::Reaped { .. } => {}
+            }
+        }
+        if self
+            .clock
+            .deadline()
+            .is_none_or(|d| d <= BootInstant::now())
+        {
+            log::warn("the last renewal is too old to start the command", &[]);
+            return Err(exit::LEADERSHIP_LOST);
+        }
+        Ok(())
+    }
+
+    fn spawn(&self, leadership: &Leadership) -> Result<Child, i32> {
+        let guardian = match child::Guardian::start() {
+            Ok(guardian) => guardian,
+            Err(error) => {
+                log::error("cannot start the command's guardian", &[("error", &error)]);
+                return Err(exit::CANNOT_EXECUTE);
+            }
+        };
+        let set = [
+            ("ETCD_AWAIT_ELECTION_LEADER_KEY", leadership.key.clone()),
+            (
+                "ETCD_AWAIT_ELECTION_LEADER_REVISION",
+                leadership.revision.to_string(),
+            ),
+            (
+                "ETCD_AWAIT_ELECTION_LEADER_LEASE_ID",
+                format!("{:x}", leadership.lease),
+            ),
+        ];
+        let hidden: Vec<&str> = self
+            .plan
+            .hidden_env
+            .iter()
+            .copied()
+            .chain(notify::VARIABLES)
+            .collect();
+        let spawned = child::spawn(&self.plan.command, &set, &hidden, &guardian);
+        self.inbox.poke_reaper();
+        match spawned {
+            Ok(pid) => {
+                log::info("child started", &[("pid", &pid)]);
+                self.status.child(true, None);
+                let group = guardian.group();
+                Ok(Child {
+                    pid,
+                    group,
+                    _guardian: guardian,
+                })
+            }
+            Err((code, error)) => {
+                reap::signal_tree(guardian.group(), libc::SIGKILL);
+                if let Some(program) = self.plan.command.first() {
+                    report_spawn_error(program, &error);
+                }
+                Err(code)
+            }
+        }
+    }
+
+    /// Runs until the command exits or leadership can no longer be guaranteed.
+    fn supervise(&mut self, child: &Child) -> (i32, Ended) {
+        loop {
+            let deadline = self.clock.deadline().unwrap_or_else(BootInstant::now);
+            if BootInstant::now() >= deadline {
+                self.status.stepping_down();
+                return (self.stop_gracefully(child), Ended::Lost);
+            }
+            let input = match self
+                .inbox
+                .receiver()
+                .recv_timeout(clock::nap_until(deadline))
+            {
+                Ok(input) => input,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return (exit::UNAVAILABLE, Ended::Lost),
+            };
+            match input {
+                Input::Reaped { pid, status } if pid == child.pid => {
+                    reap::signal_group(child.group, libc::SIGKILL);
+                    let code = exit_code(status);
+                    self.status.child(false, Some(code));
+                    log::info("child exited", &[("pid", &pid), ("code", &code)]);
+                    return (code, Ended::Exited);
+                }
+                Input::Reaped { .. } => {}
+                Input::Signal(signal) => forward(child.pid, signal),
+                Input::Election(Notice::Lost(loss)) => {
+                    reap::signal_tree(child.group, libc::SIGKILL);
+                    self.status.stepping_down();
+                    log::warn(killed_because(loss), &[("reason", &loss)]);
+                    self.await_exit(child, BootInstant::now() + TREE_GONE_WAIT);
+                    return (exit::LEADERSHIP_LOST, Ended::Lost);
+                }
+                Input::Election(notice) => self.note(notice),
+            }
+        }
+    }
+
+    /// SIGTERM to the command's tree; SIGKILL halfway between RENEW_DEADLINE and LEASE_DURATION.
+    fn stop_gracefully(&mut self, child: &Child) -> i32 {
+        let last = self.clock.last().unwrap_or_else(BootInstant::now);
+        let kill_at = last + (self.plan.renew_deadline + self.plan.lease_duration) / 2;
+        // Signal first, log after.
+        reap::signal_tree(child.group, libc::SIGTERM);
+        log::warn(
+            "renew deadline passed; sent SIGTERM to the child",
+            &[("renew_deadline", &format!("{:?}", self.plan.renew_deadline))],
+        );
+        if !self.await_exit(child, kill_at) {
+            reap::signal_tree(child.group, libc::SIGKILL);
+            log::warn("child still running; sent SIGKILL", &[("pid", &child.pid)]);
+            if !self.await_exit(child, BootInstant::now() + TREE_GONE_WAIT) {
+                log::error("child not reaped after SIGKILL", &[("pid", &child.pid)]);
+            }
+        }
+        exit::LEADERSHIP_LOST
+    }
+
+    /// Waits until the command is reaped or `until` passes; true if it was reaped. A loss of the
+    /// key or lease meanwhile ends the grace period: SIGKILL at once.
+    fn await_exit(&mut self, child: &Child, until: BootInstant) -> bool {
+        loop {
+            if BootInstant::now() >= until {
+                return false;
+            }
+            match self.inbox.receiver().recv_timeout(clock::nap_until(until)) {
+                Ok(Input::Reaped { pid, status }) if pid == child.pid => {
+                    self.status.child(false, Some(exit_code(status)));
+                    log::info(
+                        "child stopped",
+                        &[("pid", &pid), ("code", &exit_code(status))],
+                    );
+                    return true;
+                }
+                Ok(Input::Election(Notice::Lost(loss))) => {
+                    reap::signal_tree(child.group, libc::SIGKILL);
+                    log::warn(killed_because(loss), &[("reason", &loss)]);
+                }
+                Ok(Input::Election(notice)) => self.note(notice),
+                Ok(_) | Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Kills whatever is left of the command's tree and waits (bounded) until no child of ours is
+    /// left: as a subreaper, that is the whole tree. Only then may the lease go. The group was
+    /// killed already and usually goes within a millisecond; only what outlives that (processes
+    /// that left the group) costs a walk of `/proc`.
+    fn await_tree_gone(&mut self, child: &Child) {
+        let started = Instant::now();
+        let mut sweep_at = started + GROUP_GONE;
+        while reap::children_left() {
+            let now = Instant::now();
+            if now >= started + TREE_GONE_WAIT {
+                log::error(
+                    "processes of the command survive SIGKILL; revoking the lease anyway",
+                    &[],
+                );
+                return;
+            }
+            if now >= sweep_at {
+                reap::signal_tree(child.group, libc::SIGKILL);
+                sweep_at = now + SWEEP_EVERY;
+            }
+            let input = self
+                .inbox
+                .inbox
+                .recv_timeout(sweep_at.saturating_duration_since(now));
+            if let Ok(Input::Election(notice)) = input {
+                self.note(notice);
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    /// Waits `duration` between two campaigns; a leave signal meanwhile ends the wrapper (its exit
+    /// code is returned).
+    pub(super) fn pause(&mut self, duration: Duration) -> Result<(), i32> {
+        let until = Instant::now() + duration;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.inbox.receiver().recv_timeout(left) {
+                Ok(Input::Signal(signal)) if signals::LEAVE.contains(&signal) => {
+                    log::info(
+                        "signal received between campaigns; leaving",
+                        &[("signal", &signal)],
+                    );
+                    return Err(128 + signal);
+                }
+                Ok(Input::Election(notice)) => self.note(notice),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => return Ok(()),
+                Err(RecvTimeoutError::Disconnected) => return Err(exit::UNAVAILABLE),
+            }
+        }
+    }
+}
