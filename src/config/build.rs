@@ -19,6 +19,7 @@ impl Config {
             retry_period: self.retry_period,
             renew_deadline: self.renew_deadline,
             force_acquire: self.force_acquire,
+            holders: self.holders,
         }
     }
 

@@ -54,6 +54,8 @@ pub struct Settings {
     pub renew_deadline: Duration,
     /// Delete every other key under the prefix when joining.
     pub force_acquire: bool,
+    /// How many candidates lead at once: the keys with the lowest create revisions (HOLDERS).
+    pub holders: u32,
 }
 
 /// The leader's keepalive interval: every RETRY_PERIOD, but at least three keepalives per lease,
@@ -372,6 +374,7 @@ mod tests {
             retry_period: Duration::from_millis(retry_ms),
             renew_deadline: Duration::from_millis(renew_ms),
             force_acquire: false,
+            holders: 1,
         }
     }
 

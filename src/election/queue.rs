@@ -25,9 +25,14 @@ pub(crate) fn key_for(lock: &str, lease: i64) -> String {
 
 /// The key with the lowest create_revision under the prefix: the leader's.
 pub(crate) fn leader_range(lock: &str) -> RangeRequest {
+    holders_range(lock, 1)
+}
+
+/// The `holders` keys with the lowest create_revisions: those that lead (HOLDERS).
+fn holders_range(lock: &str, holders: u32) -> RangeRequest {
     RangeRequest::prefix(prefix(lock))
         .sort(SortTarget::Create, SortOrder::Ascend)
-        .limit(1)
+        .limit(i64::from(holders))
 }
 
 /// The identity a key carries (its value), for logs and the status.
@@ -66,11 +71,24 @@ pub(crate) enum Join {
     Force,
 }
 
-/// Creates `key` = `identity` with `lease` if it does not exist, and reads the head of the queue
-/// (which sees our put). With [`Join::Force`], every other key under the prefix is deleted first —
-/// in two ranges around our key, since etcd refuses a put inside a range the same transaction
+/// What our key is, for [`create`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ours<'a> {
+    pub key: &'a str,
+    pub identity: &'a str,
+    pub lease: i64,
+}
+
+/// Creates our key if it does not exist, and reads the head of the queue (which sees our put): the
+/// `holders` lowest keys. With [`Join::Force`], every other key under the prefix is deleted first
+/// — in two ranges around our key, since etcd refuses a put inside a range the same transaction
 /// deletes.
-pub(crate) fn create(lock: &str, key: &str, identity: &str, lease: i64, join: Join) -> TxnRequest {
+pub(crate) fn create(lock: &str, ours: Ours<'_>, join: Join, holders: u32) -> TxnRequest {
+    let Ours {
+        key,
+        identity,
+        lease,
+    } = ours;
     let force = join == Join::Force;
     let mut success = Vec::new();
     if force {
@@ -91,7 +109,7 @@ pub(crate) fn create(lock: &str, key: &str, identity: &str, lease: i64, join: Jo
         value: identity.as_bytes().to_vec(),
         lease,
     });
-    success.push(Op::Range(leader_range(lock)));
+    success.push(Op::Range(holders_range(lock, holders)));
     if join == Join::LookForTwin {
         success.push(Op::Range(RangeRequest::prefix(prefix(lock))));
     }
@@ -104,24 +122,21 @@ pub(crate) fn create(lock: &str, key: &str, identity: &str, lease: i64, join: Jo
 
 /// Reads the answer to [`create`] for `join`. A failed compare means the key exists already (the
 /// lease was reused): its own create_revision is kept, unless it belongs to another lease.
-pub(crate) fn created(
-    answer: TxnResponse,
-    key: &str,
-    identity: &str,
-    lease: i64,
-    join: Join,
-) -> Result<Created, String> {
+pub(crate) fn created(answer: TxnResponse, ours: Ours<'_>, join: Join) -> Result<Created, String> {
+    let Ours {
+        key,
+        identity,
+        lease,
+    } = ours;
     if answer.succeeded {
         let mut ranges = answer.responses.into_iter().filter_map(|op| match op {
             OpResponse::Range(range) => Some(range),
             _ => None,
         });
-        let head = ranges
+        let heads = ranges
             .next()
             .ok_or("the create answered without the head of the queue")?
-            .kvs
-            .into_iter()
-            .next();
+            .kvs;
         let twin = match join {
             Join::LookForTwin => ranges
                 .next()
@@ -133,8 +148,8 @@ pub(crate) fn created(
         };
         return Ok(Created {
             revision: answer.header.revision,
-            at_head: head.as_ref().is_some_and(|kv| kv.key == key.as_bytes()),
-            leader: head.as_ref().map(identity_of),
+            at_head: heads.iter().any(|kv| kv.key == key.as_bytes()),
+            leader: heads.first().map(identity_of),
             twin,
         });
     }
@@ -158,11 +173,12 @@ pub(crate) fn created(
 /// Where our key stands, as one look saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Position {
-    /// Nobody is ahead of us.
+    /// Fewer keys than HOLDERS are ahead of us: we lead.
     Head { revision: i64 },
-    /// `predecessor` is just ahead of us; `alone` when it is the only key ahead.
+    /// `ahead` are the HOLDERS keys just ahead of us, nearest first; `alone` when they are the
+    /// only keys ahead.
     Behind {
-        predecessor: KeyValue,
+        ahead: Vec<KeyValue>,
         alone: bool,
         revision: i64,
         leader: Option<String>,
@@ -171,12 +187,13 @@ pub(crate) enum Position {
     Lost,
 }
 
-/// The look for our `key` created at `revision`.
-pub(crate) fn look(lock: &str, key: &str, revision: i64) -> TxnRequest {
+/// The look for our `key` created at `revision`: does it still exist, and which `holders` keys are
+/// just ahead of it? (Fewer than `holders`: we lead.)
+pub(crate) fn look(lock: &str, key: &str, revision: i64, holders: u32) -> TxnRequest {
     let predecessor = RangeRequest::prefix(prefix(lock))
         .max_create_revision(revision.saturating_sub(1))
         .sort(SortTarget::Create, SortOrder::Descend)
-        .limit(1);
+        .limit(i64::from(holders));
     TxnRequest {
         compare: vec![Compare::create_revision(
             key,
@@ -188,8 +205,8 @@ pub(crate) fn look(lock: &str, key: &str, revision: i64) -> TxnRequest {
     }
 }
 
-/// Reads the answer to [`look`]; both ranges must be there.
-pub(crate) fn position(answer: TxnResponse) -> Result<Position, String> {
+/// Reads the answer to [`look`] for `holders`; both ranges must be there.
+pub(crate) fn position(answer: TxnResponse, holders: u32) -> Result<Position, String> {
     if !answer.succeeded {
         return Ok(Position::Lost);
     }
@@ -208,15 +225,18 @@ pub(crate) fn position(answer: TxnResponse) -> Result<Position, String> {
     let leader = leader.kvs.first().map(identity_of);
     // etcd sets `more` after dropping the keys above max_create_revision (`count` is before).
     let alone = !predecessor.more;
-    Ok(match predecessor.kvs.into_iter().next() {
-        None => Position::Head { revision },
-        Some(predecessor) => Position::Behind {
-            predecessor,
-            alone,
-            revision,
-            leader,
+    let ahead = predecessor.kvs;
+    Ok(
+        match ahead.len() < usize::try_from(holders).unwrap_or(usize::MAX) {
+            true => Position::Head { revision },
+            false => Position::Behind {
+                ahead,
+                alone,
+                revision,
+                leader,
+            },
         },
-    })
+    )
 }
 
 /// The leader's check that its key is still its own: a read of the key.
@@ -247,6 +267,14 @@ fn last_range(responses: Vec<OpResponse>) -> Option<RangeResponse> {
 mod tests {
     use super::*;
 
+    fn ours(key: &str, lease: i64) -> Ours<'_> {
+        Ours {
+            key,
+            identity: "me",
+            lease,
+        }
+    }
+
     fn txn(json: &str) -> TxnResponse {
         serde_json::from_str(json).expect("canned answer parses")
     }
@@ -262,7 +290,7 @@ mod tests {
 
     #[test]
     fn a_create_puts_with_the_lease_guarded_on_absence_and_reads_the_head() {
-        let body = create("l", "l/1f", "me", 0x1f, Join::Plain).to_json();
+        let body = create("l", ours("l/1f", 31), Join::Plain, 1).to_json();
         assert_eq!(body["compare"][0]["create_revision"], "0");
         assert_eq!(body["success"][0]["request_put"]["lease"], "31");
         assert_eq!(body["success"][1]["request_range"]["limit"], "1");
@@ -272,7 +300,7 @@ mod tests {
 
     #[test]
     fn force_deletes_around_our_key_before_the_put() {
-        let body = create("l", "l/5", "me", 5, Join::Force).to_json();
+        let body = create("l", ours("l/5", 5), Join::Force, 1).to_json();
         let deletes = &body["success"];
         assert_eq!(deletes[0]["request_delete_range"]["key"], "bC8="); // l/
         assert_eq!(deletes[0]["request_delete_range"]["range_end"], "bC81"); // l/5
@@ -288,7 +316,7 @@ mod tests {
               {"response_put":{"header":{"revision":"12"}}},
               {"response_range":{"header":{"revision":"12"},"kvs":[{"key":"bC8xZg==","value":"bWU=","create_revision":"12","lease":"31"}],"count":"1"}}]}"#,
         );
-        let created = created(answer, "l/1f", "me", 31, Join::Plain).unwrap();
+        let created = created(answer, ours("l/1f", 31), Join::Plain).unwrap();
         assert_eq!(created.revision, 12);
         assert!(created.at_head);
         assert_eq!(created.leader.as_deref(), Some("me"));
@@ -301,13 +329,13 @@ mod tests {
               {"response_put":{}},
               {"response_range":{"kvs":[{"key":"bC9h","value":"b3RoZXI=","create_revision":"4"}],"more":true,"count":"2"}}]}"#,
         );
-        let created = created(behind, "l/1f", "me", 31, Join::Plain).unwrap();
+        let created = created(behind, ours("l/1f", 31), Join::Plain).unwrap();
         assert!(!created.at_head);
         assert_eq!(created.leader.as_deref(), Some("other"));
         let no_head = txn(
             r#"{"header":{"revision":"13"},"succeeded":true,"responses":[{"response_put":{}}]}"#,
         );
-        assert!(super::created(no_head, "l/1f", "me", 31, Join::Plain).is_err());
+        assert!(super::created(no_head, ours("l/1f", 31), Join::Plain).is_err());
     }
 
     #[test]
@@ -318,19 +346,19 @@ mod tests {
             ))
         };
         assert_eq!(
-            created(exists("31"), "l/1f", "me", 31, Join::Plain)
+            created(exists("31"), ours("l/1f", 31), Join::Plain)
                 .unwrap()
                 .revision,
             9
         );
-        assert!(created(exists("32"), "l/1f", "me", 31, Join::Plain).is_err());
+        assert!(created(exists("32"), ours("l/1f", 31), Join::Plain).is_err());
         let unreadable = txn(r#"{"header":{"revision":"20"},"responses":[{"response_range":{}}]}"#);
-        assert!(created(unreadable, "l/1f", "me", 31, Join::Plain).is_err());
+        assert!(created(unreadable, ours("l/1f", 31), Join::Plain).is_err());
     }
 
     #[test]
     fn a_join_that_looks_for_a_twin_finds_an_earlier_run_of_ours_only() {
-        let body = create("l", "l/1f", "me", 0x1f, Join::LookForTwin).to_json();
+        let body = create("l", ours("l/1f", 31), Join::LookForTwin, 1).to_json();
         assert_eq!(body["success"][2]["request_range"]["range_end"], "bDA="); // the prefix's end
                                                                               // Keys: someone else, an earlier run of ours (lease 9), and our own new key (lease 31).
         let answer = txn(
@@ -342,19 +370,19 @@ mod tests {
                 {"key":"bC85","value":"bWU=","create_revision":"5","lease":"9"},
                 {"key":"bC8xZg==","value":"bWU=","create_revision":"12","lease":"31"}]}}]}"#,
         );
-        let found = created(answer.clone(), "l/1f", "me", 31, Join::LookForTwin).unwrap();
+        let found = created(answer.clone(), ours("l/1f", 31), Join::LookForTwin).unwrap();
         assert_eq!(found.twin.map(|kv| kv.lease), Some(9));
-        let not_asked = created(answer, "l/1f", "me", 31, Join::Plain).unwrap();
+        let not_asked = created(answer, ours("l/1f", 31), Join::Plain).unwrap();
         assert_eq!(not_asked.twin, None);
         let missing = txn(
             r#"{"header":{"revision":"12"},"succeeded":true,"responses":[{"response_put":{}},{"response_range":{}}]}"#,
         );
-        assert!(created(missing, "l/1f", "me", 31, Join::LookForTwin).is_err());
+        assert!(created(missing, ours("l/1f", 31), Join::LookForTwin).is_err());
     }
 
     #[test]
     fn a_look_proves_our_key_and_reads_the_predecessor_below_our_revision() {
-        let body = look("l", "l/1f", 12).to_json();
+        let body = look("l", "l/1f", 12, 1).to_json();
         assert_eq!(body["compare"][0]["create_revision"], "12");
         let predecessor = &body["success"][0]["request_range"];
         assert_eq!(predecessor["max_create_revision"], "11");
@@ -369,38 +397,63 @@ mod tests {
             r#"{"header":{"revision":"30"},"succeeded":true,"responses":[
               {"response_range":{}},{"response_range":{"kvs":[{"key":"bC8xZg==","value":"bWU="}],"count":"1"}}]}"#,
         );
-        assert_eq!(position(head), Ok(Position::Head { revision: 30 }));
+        assert_eq!(position(head, 1), Ok(Position::Head { revision: 30 }));
         let behind = txn(
             r#"{"header":{"revision":"31"},"succeeded":true,"responses":[
               {"response_range":{"kvs":[{"key":"bC9h","value":"YQ==","create_revision":"7"}],"count":"3"}},
               {"response_range":{"kvs":[{"key":"bC9h","value":"YQ=="}],"count":"2"}}]}"#,
         );
         let Ok(Position::Behind {
-            predecessor,
+            ahead,
             alone,
             revision,
             leader,
-        }) = position(behind)
+        }) = position(behind, 1)
         else {
             panic!("expected Behind");
         };
-        assert_eq!(
-            (predecessor.create_revision, alone, revision),
-            (7, true, 31)
-        );
+        assert_eq!((ahead[0].create_revision, alone, revision), (7, true, 31));
         assert_eq!(leader.as_deref(), Some("a"));
         let crowded = txn(
             r#"{"header":{"revision":"31"},"succeeded":true,"responses":[
               {"response_range":{"kvs":[{"key":"bC9i"}],"more":true,"count":"3"}},{"response_range":{}}]}"#,
         );
         assert!(matches!(
-            position(crowded),
+            position(crowded, 1),
             Ok(Position::Behind { alone: false, .. })
         ));
         assert_eq!(
-            position(txn(r#"{"header":{"revision":"32"}}"#)),
+            position(txn(r#"{"header":{"revision":"32"}}"#), 1),
             Ok(Position::Lost)
         );
+    }
+
+    #[test]
+    fn with_two_holders_one_key_ahead_still_leads_and_two_keys_ahead_wait() {
+        let body = look("l", "l/1f", 12, 2).to_json();
+        assert_eq!(body["success"][0]["request_range"]["limit"], "2");
+        let one_ahead = txn(
+            r#"{"header":{"revision":"31"},"succeeded":true,"responses":[
+              {"response_range":{"kvs":[{"key":"bC9h","create_revision":"7"}]}},{"response_range":{}}]}"#,
+        );
+        assert_eq!(position(one_ahead, 2), Ok(Position::Head { revision: 31 }));
+        let two_ahead = txn(
+            r#"{"header":{"revision":"31"},"succeeded":true,"responses":[
+              {"response_range":{"kvs":[{"key":"bC9i","create_revision":"9"},{"key":"bC9h","create_revision":"7"}]}},
+              {"response_range":{}}]}"#,
+        );
+        let Ok(Position::Behind { ahead, .. }) = position(two_ahead, 2) else {
+            panic!("expected Behind");
+        };
+        assert_eq!(
+            ahead
+                .iter()
+                .map(|kv| kv.create_revision)
+                .collect::<Vec<_>>(),
+            [9, 7]
+        );
+        let body = create("l", ours("l/1f", 31), Join::Plain, 2).to_json();
+        assert_eq!(body["success"][1]["request_range"]["limit"], "2");
     }
 
     #[test]
@@ -410,7 +463,7 @@ mod tests {
             r#"{"header":{"revision":"30"},"succeeded":true,"responses":[{"response_range":{}}]}"#,
             r#"{"header":{"revision":"30"},"succeeded":true,"responses":[{"response_put":{}},{"response_range":{}}]}"#,
         ] {
-            assert!(position(txn(answer)).is_err(), "{answer}");
+            assert!(position(txn(answer), 1).is_err(), "{answer}");
         }
     }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::retry::Backoff;
 use super::{Alert, Shared};
+use crate::etcd::wire::prefix_end;
 use crate::etcd::{self, Cancel, Client, EventKind, WatchEvent, WatchMessage, WatchRequest};
 use crate::log;
 
@@ -37,22 +38,29 @@ impl Drop for KeyWatch {
     }
 }
 
-/// The keys a watch reports on (at least one).
+/// The keys a watch reports on: ours and/or those ahead of us. With `prefix`, the whole prefix
+/// is watched (for HOLDERS > 1, where several keys ahead matter: one stream instead of one each).
 #[derive(Debug, Clone, Default)]
 pub(super) struct Watched {
     pub own: Option<String>,
-    pub ahead: Option<String>,
+    pub ahead: Vec<String>,
+    pub prefix: Option<String>,
 }
 
 impl Watched {
-    /// The request: one key, or the smallest range holding both (other keys inside it are
-    /// ignored; with deletions only, they cost an event at most).
+    /// The request: the prefix, one key, or the smallest range holding the keys (other keys
+    /// inside it are ignored; with deletions only, they cost an event at most).
     fn request(&self, from: i64) -> WatchRequest {
+        if let Some(prefix) = &self.prefix {
+            let mut request = WatchRequest::key(prefix.as_str(), from).deletes_only();
+            request.range_end = prefix_end(prefix.as_bytes());
+            return request;
+        }
         let mut keys: Vec<&String> = self.own.iter().chain(&self.ahead).collect();
         keys.sort();
         let (first, last) = (keys.first().map_or("", |k| k.as_str()), keys.last());
         let mut request = WatchRequest::key(first, from).deletes_only();
-        if keys.len() == 2 {
+        if keys.len() > 1 {
             let mut end = last.map_or_else(Vec::new, |k| k.as_bytes().to_vec());
             end.push(0);
             request.range_end = end;
@@ -61,21 +69,26 @@ impl Watched {
     }
 
     fn describe(&self) -> String {
-        self.own
+        let keys: Vec<&str> = self
+            .own
             .iter()
             .chain(&self.ahead)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" and ")
+            .map(String::as_str)
+            .collect();
+        match keys.len() {
+            0..=2 => keys.join(" and "),
+            n => format!("{n} keys"),
+        }
     }
 
-    /// Which of our keys `events` delete, and at which revision (the last such event's).
+    /// Which of our keys `events` delete (ours, one ahead), and at which revision (the last such
+    /// event's).
     fn deletions(&self, events: &[WatchEvent]) -> Option<(bool, bool, i64)> {
         let mut found = None;
         for event in events.iter().filter(|e| e.kind == EventKind::Delete) {
             let key = event.kv.key.as_slice();
             let own = self.own.as_ref().is_some_and(|k| k.as_bytes() == key);
-            let ahead = self.ahead.as_ref().is_some_and(|k| k.as_bytes() == key);
+            let ahead = self.ahead.iter().any(|k| k.as_bytes() == key);
             if own || ahead {
                 let (o, a, _) = found.unwrap_or((false, false, 0));
                 found = Some((o || own, a || ahead, event.kv.mod_revision));

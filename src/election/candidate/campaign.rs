@@ -27,7 +27,7 @@ impl Candidate {
                     None => return Outcome::Finished,
                 },
             };
-            let (predecessor, alone, revision) = match position {
+            let (ahead, alone, revision) = match position {
                 Position::Lost => {
                     log::warn("our key is gone; queueing again", &[("key", &place.key)]);
                     return Outcome::Requeue { lease_gone: false };
@@ -39,16 +39,16 @@ impl Candidate {
                     Readiness::Stop => return Outcome::Finished,
                 },
                 Position::Behind {
-                    predecessor,
+                    ahead,
                     alone,
                     revision,
                     leader,
                 } => {
                     self.shared.leader.seen(leader);
-                    (predecessor, alone, revision)
+                    (ahead, alone, revision)
                 }
             };
-            let behind = queue::identity_of(&predecessor);
+            let behind = ahead.first().map(queue::identity_of).unwrap_or_default();
             if queued_behind.as_deref() != Some(behind.as_str()) {
                 log::info("queued", &[("key", &place.key), ("behind", &behind)]);
                 self.notify(Notice::Queued {
@@ -58,22 +58,9 @@ impl Candidate {
                 queued_behind = Some(behind);
             }
             self.keeper();
-            // Alone behind it: one stream for both keys, so its deletion alone makes us leader.
-            let ahead = Some(queue::name_of(&predecessor));
-            let watched = match alone {
-                true => {
-                    own = None;
-                    Watched {
-                        own: Some(place.key.clone()),
-                        ahead,
-                    }
-                }
-                false => Watched { own: None, ahead },
-            };
-            let ahead = self.watch(watched, revision);
-            if own.is_none() && !alone {
-                own = Some(self.watch_own(place, revision));
-            }
+            // Alone behind the leader (and one holder): its deletion alone makes us leader.
+            let shortcut = alone && self.settings().holders == 1;
+            let ahead = self.watch_ahead(place, &ahead, shortcut, revision, &mut own);
             let watches = [Some(ahead.id), own.as_ref().map(|w| w.id)];
             let watches: Vec<u64> = watches.into_iter().flatten().collect();
             match self.wait(&watches, false, None) {
@@ -84,7 +71,7 @@ impl Candidate {
                     );
                     return Outcome::Requeue { lease_gone: false };
                 }
-                Some(Alert::Deleted { revision, .. }) if alone => {
+                Some(Alert::Deleted { revision, .. }) if shortcut => {
                     known = Some(Position::Head { revision });
                 }
                 Some(Alert::Deleted { .. }) => {}
@@ -103,6 +90,49 @@ impl Candidate {
         }
     }
 
+    /// Watches the keys `ahead` of us (the nearest first) after `revision`. With one holder and
+    /// `shortcut` (the predecessor is the only key ahead), one stream for it and our own key, so
+    /// that its deletion alone proves we lead; with one holder otherwise, the predecessor alone
+    /// (our own key has its own watch); with several holders, the prefix, reporting on our key and
+    /// every key ahead. `own` is dropped when the returned watch covers our key, and started when
+    /// it does not and there is none.
+    fn watch_ahead(
+        &mut self,
+        place: &Place,
+        ahead: &[etcd::KeyValue],
+        shortcut: bool,
+        revision: i64,
+        own: &mut Option<KeyWatch>,
+    ) -> KeyWatch {
+        let names: Vec<String> = ahead.iter().map(queue::name_of).collect();
+        let ours = Some(place.key.clone());
+        let watched = match (self.settings().holders, shortcut) {
+            (1, true) => Watched {
+                own: ours,
+                ahead: names,
+                prefix: None,
+            },
+            (1, false) => Watched {
+                own: None,
+                ahead: names,
+                prefix: None,
+            },
+            _ => Watched {
+                own: ours,
+                ahead: names,
+                prefix: Some(queue::prefix(&self.settings().lock_name)),
+            },
+        };
+        let covers_own = watched.own.is_some();
+        let watch = self.watch(watched, revision);
+        if covers_own {
+            *own = None;
+        } else if own.is_none() {
+            *own = Some(self.watch_own(place, revision));
+        }
+        watch
+    }
+
     /// A look, after the pace allows it, retried until it works; `None` when we stop.
     fn paced_look(&mut self, place: &Place) -> Option<Position> {
         loop {
@@ -110,12 +140,12 @@ impl Candidate {
             if !self.pause(wait) {
                 return None;
             }
-            let lock = &self.settings().lock_name;
+            let (lock, holders) = (&self.settings().lock_name, self.settings().holders);
             let looked = self
                 .client()
-                .txn(&queue::look(lock, &place.key, place.revision))
+                .txn(&queue::look(lock, &place.key, place.revision, holders))
                 .and_then(|answer| {
-                    queue::position(answer).map_err(|d| self.bad_answer("kv/txn", d))
+                    queue::position(answer, holders).map_err(|d| self.bad_answer("kv/txn", d))
                 });
             match looked {
                 Ok(position) => {

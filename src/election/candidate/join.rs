@@ -113,10 +113,15 @@ impl Candidate {
     ) -> Result<(Place, Option<KeyValue>), etcd::Error> {
         let settings = self.settings().clone();
         let key = queue::key_for(&settings.lock_name, lease);
-        let txn = queue::create(&settings.lock_name, &key, &settings.identity, lease, join);
+        let ours = queue::Ours {
+            key: &key,
+            identity: &settings.identity,
+            lease,
+        };
+        let txn = queue::create(&settings.lock_name, ours, join, settings.holders);
         let answer = self.client().txn(&txn)?;
-        let created = queue::created(answer, &key, &settings.identity, lease, join)
-            .map_err(|d| self.bad_answer("kv/txn", d))?;
+        let created =
+            queue::created(answer, ours, join).map_err(|d| self.bad_answer("kv/txn", d))?;
         if join == Join::Force {
             log::warn(
                 "FORCE_ACQUIRE: deleted every other key under the lock",

@@ -152,7 +152,7 @@ impl Candidate {
     fn watch_own(&mut self, place: &Place, seen: i64) -> KeyWatch {
         let keys = Watched {
             own: Some(place.key.clone()),
-            ahead: None,
+            ..Watched::default()
         };
         self.watch(keys, seen)
     }
