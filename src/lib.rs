@@ -5,7 +5,7 @@
 //! [`supervise`] starts, signals, reaps and stops the command while leadership holds. [`log`] writes
 //! the one-line-per-state-change log they all share without ever blocking them; [`clock`] is the
 //! boot-time clock every safety deadline is measured on; [`status`] shows what the supervisor knows
-//! over HTTP.
+//! over HTTP; [`query`] is the `leader` subcommand.
 
 pub mod clock;
 pub mod config;
@@ -13,5 +13,6 @@ pub mod election;
 pub mod etcd;
 pub mod files;
 pub mod log;
+pub mod query;
 pub mod status;
 pub mod supervise;

@@ -7,7 +7,7 @@ use std::process::exit;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_await_election::config::{self, Cli, Config, Mode};
+use etcd_await_election::config::{self, Cli, Config, LeaderQuery, Mode};
 use etcd_await_election::election::{Election, RenewalClock};
 use etcd_await_election::etcd::{self, Client};
 use etcd_await_election::log;
@@ -18,7 +18,10 @@ use etcd_await_election::supervise::{self, exit as code, Inbox};
 const LOG_FLUSH: Duration = Duration::from_secs(1);
 
 fn main() {
-    let command = command_from_args();
+    let command = match command_from_args() {
+        Invocation::Run(command) => command,
+        Invocation::Leader(query) => leader(query),
+    };
     let (config, warning) = match config::from_process_env() {
         Ok(Mode::Election { config, warning }) => (config, warning),
         Ok(Mode::Disabled { hint }) => {
@@ -69,10 +72,17 @@ fn main() {
     finish(supervise::run(plan, inbox, election, status))
 }
 
-/// The command to run; `--help`, `--version` and usage errors end the process here.
-fn command_from_args() -> Vec<OsString> {
+/// What the command line asks for, once `--help`, `--version` and usage errors are dealt with.
+enum Invocation {
+    Run(Vec<OsString>),
+    Leader(LeaderQuery),
+}
+
+/// `--help`, `--version` and usage errors end the process here.
+fn command_from_args() -> Invocation {
     match config::parse_args(std::env::args_os().skip(1)) {
-        Ok(Cli::Run(command)) => command,
+        Ok(Cli::Run(command)) => Invocation::Run(command),
+        Ok(Cli::Leader(query)) => Invocation::Leader(query),
         Ok(Cli::Help) => {
             print_out(config::usage());
             exit(0);
@@ -91,6 +101,19 @@ fn command_from_args() -> Vec<OsString> {
                 config::usage()
             ));
             exit(code::USAGE);
+        }
+    }
+}
+
+/// The `leader` subcommand; never returns.
+fn leader(query: LeaderQuery) -> ! {
+    let config = config::query_from_process_env().unwrap_or_else(|error| config_error(error));
+    let client = connect(&config);
+    match etcd_await_election::query::run(&client, &config.lock_name, config.retry_period, query) {
+        Ok(code) => exit(code),
+        Err(error) => {
+            print_err(&format!("etcd-await-election: leader: {error}\n"));
+            exit(code::UNAVAILABLE)
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The command line: only the first argument can be an option, so that any command, even one
-//! named like an option, can be run after `--`; and the `--help` text.
+//! The command line: only the first argument can be an option (or the `leader` subcommand), so
+//! that any command, even one named like an option or `leader`, can be run after `--`; and the
+//! `--help` text.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -13,15 +14,28 @@ pub enum Cli {
     Version,
     /// Run this command (program followed by its arguments; never empty).
     Run(Vec<OsString>),
+    /// `leader [--json] [--watch]`: print who leads.
+    Leader(LeaderQuery),
+}
+
+/// How `leader` prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaderQuery {
+    /// One JSON object per line instead of text.
+    pub json: bool,
+    /// One line per change, until interrupted.
+    pub watch: bool,
 }
 
 /// The command line could not be understood.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UsageError {
     /// No command was given.
     MissingCommand,
     /// The command's program name is the empty string.
     EmptyCommand,
+    /// `leader` was given an option it does not know.
+    UnknownLeaderOption(String),
 }
 
 impl fmt::Display for UsageError {
@@ -29,6 +43,10 @@ impl fmt::Display for UsageError {
         match self {
             UsageError::MissingCommand => f.write_str("no command given (see --help)"),
             UsageError::EmptyCommand => f.write_str("the command name is empty (see --help)"),
+            UsageError::UnknownLeaderOption(option) => write!(
+                f,
+                "leader: unknown option {option:?}: expected --json or --watch (see --help)"
+            ),
         }
     }
 }
@@ -47,6 +65,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Cli, Usage
     let command: Vec<OsString> = match first.to_str() {
         Some("--help" | "-h") => return Ok(Cli::Help),
         Some("--version" | "-V") => return Ok(Cli::Version),
+        Some("leader") => return leader_query(args).map(Cli::Leader),
         Some("--") => args.collect(),
         _ => std::iter::once(first).chain(args).collect(),
     };
@@ -57,12 +76,34 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Cli, Usage
     }
 }
 
+/// The options of `leader`, in any order.
+fn leader_query(args: impl Iterator<Item = OsString>) -> Result<LeaderQuery, UsageError> {
+    let mut query = LeaderQuery::default();
+    for arg in args {
+        match arg.to_str() {
+            Some("--json") => query.json = true,
+            Some("--watch") => query.watch = true,
+            _ => {
+                let shown = arg.to_string_lossy().into_owned();
+                return Err(UsageError::UnknownLeaderOption(shown));
+            }
+        }
+    }
+    Ok(query)
+}
+
 /// The usage text, listing the environment variables briefly.
 #[must_use]
 pub fn usage() -> &'static str {
     "\
 Usage: etcd-await-election [--] COMMAND [ARGS...]
+       etcd-await-election leader [--json] [--watch]
        etcd-await-election --help | --version
+
+`leader` prints who leads LOCK_NAME (identity, key, create revision) and
+exits 0, or 3 when nobody does; --watch prints a line per change until
+interrupted. It reads the same variables (IDENTITY is not needed). A
+command called `leader` runs with `etcd-await-election -- leader`.
 
 Runs COMMAND once this instance leads an etcd election. When none of
 LOCK_NAME, IDENTITY and ENDPOINTS is set, COMMAND runs at once, without
@@ -126,6 +167,19 @@ mod tests {
             ),
             (&["-x", "y"], Ok(Cli::Run(os(&["-x", "y"])))),
             (&["--helpme"], Ok(Cli::Run(os(&["--helpme"])))),
+            (&["leader"], Ok(Cli::Leader(LeaderQuery::default()))),
+            (
+                &["leader", "--watch", "--json"],
+                Ok(Cli::Leader(LeaderQuery {
+                    json: true,
+                    watch: true,
+                })),
+            ),
+            (
+                &["leader", "-v"],
+                Err(UsageError::UnknownLeaderOption("-v".into())),
+            ),
+            (&["--", "leader"], Ok(Cli::Run(os(&["leader"])))),
         ];
         for (args, expected) in cases {
             assert_eq!(&parse_args(os(args)), expected, "{args:?}");

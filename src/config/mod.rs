@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::supervise::Recampaign;
-pub use cli::{parse_args, usage, Cli, UsageError};
+pub use cli::{parse_args, usage, Cli, LeaderQuery, UsageError};
 pub use duration::{format_duration, parse_duration};
 pub use env::ReadFile;
 pub use error::ConfigError;
@@ -164,18 +164,49 @@ pub fn from_env(
             hint: hints::disabled_hint(&env),
         }),
         Some(trigger) => Ok(Mode::Election {
-            config: election_config(&env, trigger)?,
+            config: election_config(&env, trigger, Identity::Required)?,
             warning: hints::election_warning(&env),
         }),
     }
 }
 
-fn election_config(env: &Env, trigger: &str) -> Result<Config, ConfigError> {
+/// The configuration for `leader`, which only asks etcd: like an election's, but `IDENTITY` may be
+/// missing (and `LOCK_NAME` and `ENDPOINTS` are required because the query needs them).
+///
+/// # Errors
+///
+/// As [`from_env`].
+pub fn query_from_process_env() -> Result<Config, ConfigError> {
+    let env = Env::new(std::env::vars_os(), &read_secret_file);
+    let mut config = election_config(&env, QUERY, Identity::Optional)?;
+    if config.identity.is_empty() {
+        config.identity = "-".to_string();
+    }
+    Ok(config)
+}
+
+/// The "trigger" of a `leader` query's configuration.
+const QUERY: &str = "leader";
+
+/// Whether `IDENTITY` is required.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    Required,
+    Optional,
+}
+
+fn election_config(env: &Env, trigger: &str, identity: Identity) -> Result<Config, ConfigError> {
     let lock_name = required(env, LOCK_NAME, trigger)?;
-    let identity = required(env, IDENTITY, trigger)?;
+    let identity = match identity {
+        Identity::Required => Some(required(env, IDENTITY, trigger)?),
+        Identity::Optional => env.optional(IDENTITY)?,
+    };
     let endpoints = required(env, ENDPOINTS, trigger)?;
     let lock_name = values::name(LOCK_NAME, lock_name, "lock name")?;
-    let identity = values::name(IDENTITY, identity, "identity")?;
+    let identity = match identity {
+        Some(identity) => values::name(IDENTITY, identity, "identity")?,
+        None => String::new(),
+    };
     let endpoints = values::endpoints(&endpoints)?;
     let status_endpoint = values::status_endpoint(env)?;
     let (lease_duration, renew_deadline, retry_period) = timing::timings(env)?;
@@ -208,13 +239,14 @@ fn election_config(env: &Env, trigger: &str) -> Result<Config, ConfigError> {
 /// configuration must never fall back to running without the election.
 fn required(env: &Env, name: &str, trigger: &str) -> Result<String, ConfigError> {
     env.text(name)?.ok_or_else(|| {
-        ConfigError::unset(
-            name,
-            format!(
+        let why = match trigger {
+            QUERY => "required by `leader` (it asks LOCK_NAME's election at ENDPOINTS)".to_string(),
+            _ => format!(
                 "required because {trigger} is set (an election needs LOCK_NAME, IDENTITY and \
                  ENDPOINTS; unset all three to run the command without one)"
             ),
-        )
+        };
+        ConfigError::unset(name, why)
     })
 }
 

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
+pub use observe::{leader_info, watch_leader, LeaderInfo};
 pub use retry::Backoff;
 pub use session::RenewalClock;
 
@@ -354,12 +355,6 @@ fn spawn_candidate(shared: &Arc<Shared>, run: u64, inbox: Receiver<Alert>) -> Re
         )));
     }
     finished
-}
-
-/// Who leads the election `lock_name` now: the value of its oldest key (`etcdctl elect -l`).
-pub fn current_leader(client: &Client, lock_name: &str) -> Result<Option<String>, etcd::Error> {
-    let answer = client.range(&queue::leader_range(lock_name))?;
-    Ok(queue::leader_of(&answer))
 }
 
 #[cfg(test)]

@@ -5,13 +5,18 @@
 //! and what we know is older than RETRY_PERIOD, one background thread reads the head of the queue
 //! (one bounded request, at most once per RETRY_PERIOD, and only while someone keeps asking).
 //! Asking never waits on etcd.
+//!
+//! For the `leader` subcommand, [`leader_info`] reads the head of the queue once and
+//! [`watch_leader`] follows it: one watch on the prefix, and a read of the head after each change
+//! under it.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::queue;
-use crate::etcd::Client;
+use super::retry::Backoff;
+use crate::etcd::{self, Cancel, Client, RangeRequest, WatchMessage, WatchRequest};
 use crate::log;
 
 /// The last leader seen, and the refresh thread's wake-up.
@@ -95,5 +100,64 @@ impl LeaderView {
 
     fn lock(&self) -> MutexGuard<'_, View> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Who leads, as `leader` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderInfo {
+    pub identity: String,
+    pub key: String,
+    /// The leader key's create revision (its fencing token).
+    pub revision: i64,
+}
+
+/// The leader of `lock` now (`None`: nobody leads), and the revision it was read at.
+pub fn leader_info(client: &Client, lock: &str) -> Result<(Option<LeaderInfo>, i64), etcd::Error> {
+    let answer = client.range(&queue::leader_range(lock))?;
+    let info = answer.kvs.first().map(|kv| LeaderInfo {
+        identity: queue::identity_of(kv),
+        key: queue::name_of(kv),
+        revision: kv.create_revision,
+    });
+    Ok((info, answer.header.revision))
+}
+
+/// Calls `on_change` with the leader of `lock` now and after every change, forever. A watch that
+/// ends or fails is re-established after RETRY_PERIOD (doubling to a cap), from where it left off.
+pub fn watch_leader(
+    client: &Client,
+    lock: &str,
+    retry: Duration,
+    mut on_change: impl FnMut(Option<&LeaderInfo>),
+) -> Result<(), etcd::Error> {
+    let (mut last, mut revision) = leader_info(client, lock)?;
+    on_change(last.as_ref());
+    let everyone = RangeRequest::prefix(queue::prefix(lock));
+    let mut backoff = Backoff::new(retry, retry * 16);
+    loop {
+        let mut request = WatchRequest::key(everyone.key.clone(), revision.saturating_add(1));
+        request.range_end = everyone.range_end.clone();
+        let opened = Instant::now();
+        if let Ok(watch) = client.watch(&request, &Cancel::default()) {
+            for message in watch {
+                let Ok(WatchMessage::Events { header, .. }) = message else {
+                    break;
+                };
+                revision = revision.max(header.revision);
+                let Ok((now, read_at)) = leader_info(client, lock) else {
+                    break;
+                };
+                revision = revision.max(read_at);
+                if now != last {
+                    on_change(now.as_ref());
+                    last = now;
+                }
+            }
+        }
+        if opened.elapsed() > retry {
+            backoff.reset();
+        }
+        std::thread::sleep(backoff.pause(Instant::now()));
     }
 }
