@@ -42,7 +42,7 @@ come late or never, it also reads the wrapper's /proc children list every poll).
     look) more than GRACE after a poll that saw the wrapper dead (timestamp taken after the look),
     so monitor lag never makes a false positive.
 
-Grandchildren: about half the commands (seeded) start a grandchild (GRANDCHILD below) that
+Grandchildren: 60% of the commands (seeded) start a grandchild (GRANDCHILD below) that
 ignores SIGTERM, writes `gstart <ns> <identity> <pid> <command pid> <kind>`, then `alive <ns>
 <identity> <pid>` every 20-50 ms, and `gend` if it reaches its planned end (0.1 s to the command's
 length + 2 s, so it often outlives the command unless the wrapper kills it). Kind `setsid` leaves
@@ -53,7 +53,8 @@ driver 1 s after that exit was seen (and by the cleanup).
 
 Faults (seeded; --seed replays the same sequence of choices, not the same timing):
 
-  - SIGKILL or SIGTERM of a wrapper (half the time the leader's);
+  - SIGKILL or SIGTERM of a wrapper (half the time the leader's), and a SIGKILL of the leader's
+    wrapper 0.2-1 s after 30% of the commands that start a grandchild;
   - SIGKILL of an etcd member (half the time the raft leader) restarted on the same data dir 0.5-3 s
     later (never two members down at once);
   - a freeze of the whole cluster (SIGSTOP to every running member) for 2.2-2.8 s (past the renew
@@ -1503,6 +1504,7 @@ class Chaos:
         self.preemptions = []
         self.preempting = None  # the Preemption whose etcdctl still runs
         self.quiet_until = -1e9  # monotonic: no fault before (a preempted command is dying)
+        self.kill_at = None  # (monotonic, Child): a SIGKILL of its wrapper while its grandchild runs
         self.slots = [None] * CANDIDATES
         self.restart_at = [None] * CANDIDATES
         self.numbers = 0
@@ -1540,8 +1542,8 @@ class Chaos:
         number = self.numbers
         identity = f"cand-{slot}"
         child_seconds = round(self.rng_children.uniform(0.2, 3.0), 3)
-        # a grandchild half the time, setsid'd 60% of those; always the same draws
-        with_grandchild = self.rng_children.random() < 0.5
+        # a grandchild 60% of the time, setsid'd 60% of those; always the same draws
+        with_grandchild = self.rng_children.random() < 0.6
         kind = "setsid" if self.rng_children.random() < 0.6 else "group"
         grandchild_ms = int(self.rng_children.uniform(0.1, child_seconds + 2.0) * 1000)
         grandchild_seed = self.rng_children.randrange(1, 32768)
@@ -1832,14 +1834,17 @@ class Chaos:
         RENEW_DEADLINE (60%), so that the renew deadline has to stop it; a stall of its wrapper's
         stderr (piped, 50%) until after it should have ended, so that its end, the revocation and
         the exit happen with the log blocked; a watch freeze and the deletion of its key (proxied,
-        lasting 1.5 s or more, 40%), so that only the leader's re-read can notice."""
+        lasting 1.5 s or more, 40%), so that only the leader's re-read can notice; a SIGKILL of
+        its wrapper 0.2-1 s in (when it started a grandchild, 30%), so that the guardian has to
+        kill the group and a setsid'd grandchild shows the documented limit."""
         for c in self.monitor.running_children():
             if c.start_ns is None or c in self.considered or c.wrapper is None:
                 continue
             self.considered.add(c)
             w = c.wrapper
-            freeze, stall, preempt = (self.rng_faults.random() for _ in range(3))
+            freeze, stall, preempt, kill = (self.rng_faults.random() for _ in range(4))
             stall_for = w.child_seconds + self.rng_faults.uniform(0.5, 3.0)
+            kill_in = self.rng_faults.uniform(0.2, 1.0)
             if self.preemption_busy() or w.rc is not None:
                 continue
             why = f"under {w.label}'s command"
@@ -1850,6 +1855,29 @@ class Chaos:
             if (w.proxied and w.child_seconds >= 1.5 and preempt < 0.4 and self.cluster_healthy()
                     and c.key is not None):
                 self.freeze_watches(target=c)
+            if (w.grandchild is not None and kill < 0.3 and self.kill_at is None
+                    and not self.preemption_busy()):
+                self.kill_at = (time.monotonic() + min(kill_in, w.child_seconds * 0.8), c)
+
+    def maybe_kill_grandparent(self):
+        """The SIGKILL planned by maybe_fault_new_leader, if its command still runs and no freeze
+        or preemption is under way (the renew deadline or the bound must not be blurred)."""
+        if self.kill_at is None or time.monotonic() < self.kill_at[0]:
+            return
+        c = self.kill_at[1]
+        self.kill_at = None
+        w = c.wrapper
+        if (c.end_ns is not None or c.gone_ns is not None or w.rc is not None
+                or self.frozen_until is not None or self.preemption_busy()):
+            return
+        alive = [g for g in c.grandchildren if g.eff_end is None]
+        w.signals.append((now_ns(), "SIGKILL"))
+        try:
+            os.kill(w.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        kinds = ",".join(g.kind for g in alive) or "none recorded yet"
+        self.fault("wrapper-sigkill", f"{w.label} (leader; grandchildren alive: {kinds})")
 
     def freeze(self, why="at random"):
         if not self.freeze_allowed():
@@ -1918,6 +1946,7 @@ class Chaos:
         self.preemption_steps()
         if faults:
             self.maybe_fault_new_leader()
+            self.maybe_kill_grandparent()
         self.restart_members()
         self.reap_wrappers()
         self.kill_survivors()

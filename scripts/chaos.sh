@@ -13,7 +13,7 @@
 # a stalled stderr (2 identities log through a pipe the driver stops reading and fills), a frozen
 # watch flow (2 identities reach etcd through a proxy that holds the watch connections while unary
 # calls pass), etcdctl del of the leader's key (often while its watch is frozen), and commands that
-# start a grandchild ignoring SIGTERM, half of them setsid'd (which may outlive a SIGKILL'd wrapper:
+# start a grandchild ignoring SIGTERM, 60% of them setsid'd (which may outlive a SIGKILL'd wrapper:
 # the documented limit; counted, then killed).
 # Candidates: LEASE_DURATION=3 RENEW_DEADLINE=2 RETRY_PERIOD=500ms; exited ones are restarted.
 # --seed N replays the same choices (not the same timing); --quiet prints progress and the summary
