@@ -88,7 +88,7 @@ registry="$tmp/sessions"
 : >"$registry"
 py_pid=""
 # Backstop: chaos.py kills its own sessions and empties the registry; whatever is still listed
-# (chaos.py itself was killed) is killed here, session by session.
+# (chaos.py itself was killed) is killed here, session by session, then by scratch-dir path.
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     local sid
@@ -102,6 +102,14 @@ cleanup() {
             if [[ "$sid" =~ ^[0-9]+$ ]]; then pkill -KILL -s "$sid" 2>/dev/null || true; fi
         done <"$registry"
     fi
+    # Last, by pid: whatever names the scratch directory (a unique mkdtemp name) in its command
+    # line, such as a setsid'd grandchild whose session chaos.py had not listed yet.
+    local proc argv
+    for proc in /proc/[0-9]*; do
+        argv=()
+        mapfile -d '' argv 2>/dev/null <"$proc/cmdline" || continue
+        if [[ "${argv[*]}" == *"$tmp/"* ]]; then kill -KILL "${proc#/proc/}" 2>/dev/null || true; fi
+    done
     if ((keep)); then
         echo "scratch directory kept: $tmp"
     else
