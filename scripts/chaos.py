@@ -2437,9 +2437,10 @@ def report_new_faults(chaos, result):
           f"deletion began: max {longest(frozen)} watch frozen, max {longest(live)} live "
           f"(bound {PREEMPT_BOUND_NS / MS:.0f} ms); etcdctl took at most {longest(etcdctl)}")
     po = result["preemption_overlaps"]
-    print(f"preemption overlap: {len(po)}, max {longest([by for _, _, by, _ in po])} (a new "
-          f"leader started after the deletion while the preempted tree died; allowed, and "
-          f"excluded from the overlap check); their 'leadership lost' lines: "
+    print(f"preemption overlap: {len(po)} pairs, max {longest([by for _, _, by, _ in po])} (a "
+          f"new leader started after the deletion while the preempted command or a grandchild "
+          f"of it died; allowed, and excluded from the overlap check); their 'leadership lost' "
+          f"lines: "
           f"{len(result['expected_losses'])}")
     gs = mon.grandchildren
     kinds = collections.Counter(g.kind for g in gs)
