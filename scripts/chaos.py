@@ -4,72 +4,124 @@
 Runs five etcd-await-election candidates on one lock against a 3-member etcd cluster on loopback,
 injects faults at random for SECONDS, then checks what the candidates' commands did:
 
-  - no two commands ever ran at once (overlapping intervals),
+  - no two commands ever ran at once (overlapping intervals), and no grandchild of a command
+    (see "grandchildren" below) was alive once a later command had started,
   - no command outlived its wrapper (alive more than GRACE after the wrapper's exit was observed),
+    and no grandchild either, except setsid'd ones after a SIGKILL of the wrapper (the documented
+    limit: only the command's process group dies with a SIGKILL'd wrapper; they are counted),
   - no lease is left in etcd once every wrapper has exited and LEASE_DURATION + 1 s have passed,
   - fencing tokens (ETCD_AWAIT_ELECTION_LEADER_REVISION) never go backwards from one command to the next,
   - no wrapper logged "leadership lost" (its key or lease vanished under a running command: with
-    no operator deleting keys and no FORCE_ACQUIRE, the lease expired while the command still ran,
-    which the renew deadline exists to prevent),
+    no FORCE_ACQUIRE, the lease expired while the command still ran, which the renew deadline
+    exists to prevent) -- except the wrapper whose key the driver deleted on purpose, for that
+    deletion ("our key was deleted", logged after it),
+  - a deliberately preempted command (and its grandchildren) stopped within PREEMPT_BOUND of the
+    deletion of its key, watch frozen or not (keepalive interval 0.5 s + unary budget 1 s + margin),
   - no command was started on a lapsed renewal: "renew deadline passed" logged within 5 ms of
     "child started" means the last acknowledged keepalive was already about RENEW_DEADLINE old
     when the command started (or older: then the lease may already have expired on the server,
     its key only waiting for etcd's lessor to revoke it).
 
-The commands (a small bash script, CHILD below) append `start <ns> <identity> <pid> <ppid> <rev>`
-and `end <ns> <identity> <pid> <why>` to one shared log (O_APPEND, one write per line;
+The commands (a small bash script, CHILD below) append `start <ns> <identity> <pid> <ppid> <rev>
+<key>` and `end <ns> <identity> <pid> <why>` to one shared log (O_APPEND, one write per line;
 CLOCK_REALTIME from bash's $EPOCHREALTIME, no fork). A command killed by SIGKILL cannot write its
 end, so a monitor thread polls every known command's and wrapper's pid every ~5 ms and appends
 `gone <ns> <pid>` the first time it finds it dead (missing, zombie, or its pid reused). The monitor
 also tails every wrapper's log for `child started pid=N`, so a command killed before it could
-write its start is still watched. For the checks:
+write its start is still watched (for the wrappers whose stderr may stall, whose log lines may
+come late or never, it also reads the wrapper's /proc children list every poll). For the checks:
 
   - a command's interval starts at min(its recorded start, its wrapper's `child started` log time
-    rounded down to the ms) and ends at min(its recorded end, first `gone`, its wrapper's
-    `child exited|stopped` log time + 1 ms, which is logged after waitpid reaped it); without an
-    end record it ends at the first observation of its death (late: in favour of finding
-    overlaps). An overlap is "certain" when the next command started before the end record (or
-    before the last poll that saw the first one alive), "possible" when it started between that
-    poll and the observed death. Both fail the run.
+    rounded down to the ms, the poll that discovered it) and ends at min(its recorded end, first
+    `gone`, its wrapper's `child exited|stopped` log time + 1 ms, which is logged after waitpid
+    reaped it, the kernel's exit time); without an end record it ends at the first observation
+    of its death (late: in favour of finding overlaps). An overlap is "certain" when the next command started before the
+    end record (or before the last poll that saw the first one alive), "possible" when it started
+    between that poll and the observed death. Both fail the run.
   - "outlived its wrapper" needs a poll that saw the command alive (timestamp taken before the
     look) more than GRACE after a poll that saw the wrapper dead (timestamp taken after the look),
     so monitor lag never makes a false positive.
 
-Faults (seeded; --seed replays the same sequence of choices, not the same timing): SIGKILL or
-SIGTERM of a wrapper (half the time the leader's), SIGKILL of an etcd member (half the time the
-raft leader) restarted on the same data dir 0.5-3 s later (never two members down at once), and a
-freeze of the whole cluster (SIGSTOP to every running member) for 2.2-2.8 s (past the renew
-deadline, not the lease TTL) or 3-4.5 s (past both), at most one per 7 s: at random, and (60% of
-the time) just after a command started that plans to outlive RENEW_DEADLINE, so that the renew
-deadline has to stop it (during a freeze the leader's wrapper is not signalled). Wrappers that
-exit are restarted with the same identity after 0.05-1 s (after a SIGKILL: seamless takeover).
+Grandchildren: 60% of the commands (seeded) start a grandchild (GRANDCHILD below) that
+ignores SIGTERM, writes `gstart <ns> <identity> <pid> <command pid> <kind>`, then `alive <ns>
+<identity> <pid>` every 20-50 ms, and `gend` if it reaches its planned end (0.1 s to the command's
+length + 2 s, so it often outlives the command unless the wrapper kills it). Kind `setsid` leaves
+the command's session and process group (util-linux setsid), kind `group` stays in it. The monitor
+polls them like commands; their interval ends at min(gend, gone, the kernel's exit time), and an
+`alive` record is proof of life like a poll. setsid'd ones that survive a SIGKILL of their wrapper are killed by the
+driver 1 s after that exit was seen (and by the cleanup).
+
+Faults (seeded; --seed replays the same sequence of choices, not the same timing):
+
+  - SIGKILL or SIGTERM of a wrapper (half the time the leader's), and a SIGKILL of the leader's
+    wrapper 0.2-1 s after 30% of the commands that start a grandchild;
+  - SIGKILL of an etcd member (half the time the raft leader) restarted on the same data dir 0.5-3 s
+    later (never two members down at once);
+  - a freeze of the whole cluster (SIGSTOP to every running member) for 2.2-2.8 s (past the renew
+    deadline, not the lease TTL) or 3-4.5 s (past both), at most one per 7 s: at random, and (60%
+    of the time) just after a command started that plans to outlive RENEW_DEADLINE, so that the
+    renew deadline has to stop it (during a freeze the leader's wrapper is not signalled);
+  - a stalled stderr: the wrappers in slots PIPED_SLOTS write stderr into a pipe that a driver
+    thread copies into their log files; a stall stops reading it and fills what is left of the
+    pipe (with filler lines the reader discards: the wrapper alone logs too little to fill 64 KiB
+    in seconds), so the wrapper's next write blocks: for 1-6 s at random, and (50% of the time)
+    from just after its command started until 0.5-3 s after that command's planned end, so that
+    the end, the revocation and the exit (with its bounded flush) all meet a blocked stderr. Its
+    log lines are then late, or lost (dropped by its full queue, or still queued when it exits):
+    the checks use the commands' own records, the monitor's polls and the kernel's exit times,
+    never a wrapper's log line alone, for those wrappers;
+  - a frozen watch flow: the wrappers in slots PROXIED_SLOTS reach every member through a TCP
+    proxy (threads here); a freeze holds every proxied connection that carries a watch (its
+    request starts with `POST /v3/watch`; the wrapper opens a connection per watch) for 2-8 s, in
+    both directions, while unary calls (keepalives, transactions, ranges) pass;
+  - a preemption: `etcdctl del` of the running leader's key (the key its command got). 40% of the
+    proxied commands that plan to run 1.5 s or more, and 75% of the random watch freezes that
+    find a proxied leader, get a watch freeze and the deletion of their key 0.2-0.8 s into it, the
+    freeze lasting past the bound, so that only the leader's once-per-keepalive-interval re-read
+    can notice; the "preempt" fault deletes the key of whichever leader runs, watch live. Either
+    way the new leader may start at once while the old command is still being killed: that
+    overlap (and only that: a later command starting after the deletion began) is excluded from
+    the overlap check and reported as "preemption overlap". No other fault is injected from the
+    deletion until the preempted command and its grandchildren are gone (3 s at most).
+
+Wrappers that exit are restarted with the same identity after 0.05-1 s (after a SIGKILL: seamless
+takeover).
+
+Exit times: with the kernel's proc connector (netlink, root) every exit is stamped by the kernel,
+and the checks end an interval there when that is the earliest bound (a poll sees a SIGKILL late:
+by a poll period, or a GIL wait). Without it (reported), a "possible" overlap whose only end
+bound is a poll is a warning, not a failure.
 
 Every process runs in its own session, whose id is appended to --registry; cleanup kills every
-process of those sessions (commands in their own process groups and orphans included), also on
-Ctrl-C, SIGTERM and errors, then empties the registry. --save copies the logs and a merged
-timeline.txt there. Exit status: 0 PASS, 1 FAIL, 2 harness error, 130 interrupted.
+process of those sessions (commands in their own process groups and orphans included) and of the
+sessions the setsid'd grandchildren made, also on Ctrl-C, SIGTERM and errors, then empties the
+registry. --save copies the logs and a merged timeline.txt there. Exit status: 0 PASS, 1 FAIL,
+2 harness error, 130 interrupted.
 """
 
 import argparse
 import base64
 import calendar
 import collections
+import errno
 import http.client
 import json
 import os
 import random
 import re
+import selectors
 import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
 import time
 import traceback
 
-from harness_common import Processes, b64, prefix_end
+from harness_common import Processes, b64, prefix_end, proc_stat_fields
 
 LOCK = "chaos"
 CANDIDATES = 5
@@ -83,9 +135,22 @@ STALE_NS = 5 * MS
 POLL_S = 0.005  # monitor period
 HEARTBEAT_MS = 100
 ELECTION_MS = 1000
+# Wrappers whose stderr goes through a pipe the driver may stall, and wrappers that reach etcd
+# through the proxy whose watch flows the driver may freeze (slot 1 gets both; 3 and 4 neither).
+PIPED_SLOTS = (0, 1)
+PROXIED_SLOTS = (1, 2)
+# A deliberately preempted command must be gone this soon after its key's deletion began: the
+# leader's keepalive interval (min(RETRY_PERIOD, LEASE_DURATION / 3) = 0.5 s) + one unary call's
+# budget (max(that interval, 1 s) = 1 s) + 0.5 s for etcdctl's start, SIGKILL and the monitor.
+PREEMPT_BOUND_NS = 2_000 * MS
+# After a preemption no other fault until the preempted command is gone, at most this long.
+PREEMPT_QUIET_S = 3.0
+SURVIVOR_KILL_S = 1.0  # setsid'd survivors of a wrapper SIGKILL are killed this long after it
+FILL = b"\x1e"  # filler lines are made of this byte only
 
 CHILD = r"""#!/bin/bash
-# The chaos test's command: records its start and end in $CHAOS_LOG, one write per line.
+# The chaos test's command: records its start and end in $CHAOS_LOG, one write per line; may start
+# a grandchild that ignores SIGTERM, setsid'd (its own session and group) or in our group.
 now() { local t=${EPOCHREALTIME/[.,]/}; REPLY="${t}000"; }
 ended() {
     now
@@ -93,12 +158,40 @@ ended() {
 }
 trap 'ended TERM; exit 143' TERM
 now
-printf 'start %s %s %s %s %s\n' "$REPLY" "$ETCD_AWAIT_ELECTION_IDENTITY" "$$" "$PPID" \
-    "${ETCD_AWAIT_ELECTION_LEADER_REVISION:-?}" >>"$CHAOS_LOG"
+printf 'start %s %s %s %s %s %s\n' "$REPLY" "$ETCD_AWAIT_ELECTION_IDENTITY" "$$" "$PPID" \
+    "${ETCD_AWAIT_ELECTION_LEADER_REVISION:-?}" "${ETCD_AWAIT_ELECTION_LEADER_KEY:-?}" >>"$CHAOS_LOG"
+case ${CHAOS_GC_KIND:-} in
+setsid)
+    setsid /bin/bash "$CHAOS_GC_SCRIPT" setsid "$$" "$CHAOS_GC_MS" "$CHAOS_GC_SEED" \
+        </dev/null >/dev/null 2>&1 &
+    ;;
+group)
+    /bin/bash "$CHAOS_GC_SCRIPT" group "$$" "$CHAOS_GC_MS" "$CHAOS_GC_SEED" </dev/null >/dev/null 2>&1 &
+    ;;
+esac
 sleep "$CHAOS_CHILD_SECONDS" &
 wait $!
 ended done
 exit 0
+"""
+
+GRANDCHILD = r"""#!/bin/bash
+# The chaos test's grandchild: KIND PARENT MS SEED. Ignores SIGTERM (only SIGKILL stops it),
+# records its start, then `alive` every 20-50 ms, and its end if it lives MS ms. No fork: the
+# pauses are reads that time out on a FIFO nobody writes.
+trap '' TERM
+now() { local t=${EPOCHREALTIME/[.,]/}; REPLY="${t}000"; }
+exec 3<>"$CHAOS_FIFO" 4>>"$CHAOS_LOG"
+RANDOM=$4
+now
+printf 'gstart %s %s %s %s %s\n' "$REPLY" "$ETCD_AWAIT_ELECTION_IDENTITY" "$$" "$2" "$1" >&4
+end=$((REPLY + $3 * 1000000))
+while now && ((REPLY < end)); do
+    printf 'alive %s %s %s\n' "$REPLY" "$ETCD_AWAIT_ELECTION_IDENTITY" "$$" >&4
+    read -r -t "0.0$((20 + RANDOM % 31))" -u 3 _ || true
+done
+now
+printf 'gend %s %s %s\n' "$REPLY" "$ETCD_AWAIT_ELECTION_IDENTITY" "$$" >&4
 """
 
 
@@ -148,6 +241,14 @@ def proc_cmdline(pid):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read()
+    except OSError:
+        return b""
+
+
+def proc_comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().strip()
     except OSError:
         return b""
 
@@ -370,11 +471,520 @@ class Cluster:
 
 
 # ---------------------------------------------------------------------------------------------
+# kernel exit times
+
+
+class ExitWatcher(threading.Thread):
+    """The kernel's exit time of every process (the netlink proc connector, root only): a poll sees
+    a death up to a poll period (or a GIL wait) late, the kernel stamps it in do_exit. Without the
+    connector (no permission, not the initial network namespace) deaths are known from polls only.
+    Exit events of the thread group leader only; lost ones (a full socket buffer) are counted."""
+
+    NETLINK_CONNECTOR = 11
+    CN_IDX_PROC = 1
+    CN_VAL_PROC = 1
+    PROC_CN_MCAST_LISTEN = 1
+    PROC_EVENT_EXIT = 0x80000000
+    EVENT_AT = 16 + 20  # nlmsghdr, cn_msg
+
+    def __init__(self):
+        super().__init__(name="exits", daemon=True)
+        self.lock = threading.Lock()
+        self.exits = collections.defaultdict(list)  # pid -> [realtime ns of its exits]
+        self.sock = None
+        self.unavailable = None
+        self.events = 0
+        self.overruns = 0
+        self.error = None
+
+    def open(self):
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, self.NETLINK_CONNECTOR)
+        except OSError as e:
+            self.unavailable = f"netlink connector socket: {e}"
+            return False
+        try:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
+            sock.bind((0, self.CN_IDX_PROC))
+            op = struct.pack("=I", self.PROC_CN_MCAST_LISTEN)
+            cn = struct.pack("=IIIIHH", self.CN_IDX_PROC, self.CN_VAL_PROC, 0, 0, len(op), 0) + op
+            sock.send(struct.pack("=IHHII", 16 + len(cn), 3, 0, 0, 0) + cn)  # NLMSG_DONE
+            sock.settimeout(2)
+            if not self.probe(sock):
+                raise OSError("no exit event for a process of ours within 2 s")
+        except OSError as e:
+            self.unavailable = f"proc connector: {e}"
+            sock.close()
+            return False
+        sock.settimeout(None)
+        self.sock = sock
+        return True
+
+    def probe(self, sock):
+        """Whether the exit of a short process of ours is reported (events do arrive here)."""
+        proc = subprocess.Popen(["/bin/true"])
+        proc.wait()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            self.take(sock.recv(65536))
+            if self.exit_after(proc.pid, 0) is not None:
+                return True
+        return False
+
+    def take(self, data):
+        if len(data) < self.EVENT_AT + 16 + 8:
+            return
+        what, _cpu, ts = struct.unpack_from("=IIQ", data, self.EVENT_AT)
+        if what != self.PROC_EVENT_EXIT:
+            return
+        pid, tgid = struct.unpack_from("=II", data, self.EVENT_AT + 16)
+        if pid != tgid:
+            return
+        # timestamp_ns is CLOCK_MONOTONIC (ktime_get_ns); Python's monotonic clock is the same
+        realtime = ts + time.time_ns() - time.monotonic_ns()
+        with self.lock:
+            self.events += 1
+            self.exits[pid].append(realtime)
+
+    def run(self):
+        try:
+            while True:
+                try:
+                    data = self.sock.recv(65536)
+                except OSError as e:
+                    if e.errno == errno.ENOBUFS:
+                        self.overruns += 1
+                        continue
+                    return  # closed
+                self.take(data)
+        except Exception as e:
+            self.error = traceback.format_exc()
+            raise e
+
+    def exit_after(self, pid, after_ns):
+        """The first exit of `pid` at or after `after_ns` (its start: an earlier process with the
+        same pid does not count), None if none was reported."""
+        with self.lock:
+            for t in self.exits.get(pid, ()):
+                if t >= after_ns:
+                    return t
+        return None
+
+    def stop(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------------------------------------
+# stalled stderr
+
+
+def fill_pipe(fd):
+    """Fills the pipe behind the non-blocking `fd` to its last byte with filler lines; returns how
+    many bytes that took. (Writes of at most PIPE_BUF bytes are all or nothing, so after the
+    2-byte round no write of a log line fits.)"""
+    total = 0
+    for size in (4096, 512, 64, 8, 2):
+        chunk = FILL * (size - 1) + b"\n"
+        while True:
+            try:
+                total += os.write(fd, chunk)
+            except BlockingIOError:
+                break
+    return total
+
+
+def writing(pid):
+    """Whether a thread of `pid` sleeps in a pipe write (its log writer, on a stalled stderr)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                if "pipe_write" in f.read():
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+class Pipe:
+    """One wrapper's stderr: the read end the pump copies to the log, and a second, non-blocking
+    file description of the write end (opened through /proc, so the wrapper's stays blocking) for
+    the filler."""
+
+    def __init__(self, label, read_fd, filler_fd, log_fd):
+        self.label = label
+        self.read_fd = read_fd
+        self.filler_fd = filler_fd
+        self.log_fd = log_fd
+        self.buf = b""
+        self.registered = False
+        self.stalled_until = None  # monotonic; set by the driver, ended by the pump
+        self.stall_start_ns = None
+        self.stall_filled = 0
+        self.stall_leading = False
+        self.stalls = []  # (start_ns, end_ns, filled bytes, under a running command)
+        self.pid = None  # the wrapper's, once it runs
+        self.blocked_stalls = 0  # stalls that ended with a thread of the wrapper blocked in write
+        self.retire_at = None  # monotonic: drain and close then (the wrapper exited)
+        self.closed_ns = None
+        self.held_lines = 0  # lines stamped during a stall that came out after it
+        self.dropped_notes = 0
+        self.dropped_lines = 0
+
+
+class StderrPipes(threading.Thread):
+    """Copies the piped wrappers' stderr into their log files (dropping filler lines), and stalls
+    one on demand: it stops reading that pipe, which the driver fills, until the stall ends."""
+
+    DROPPED = re.compile(rb"log lines were dropped.* count=(\d+)")
+
+    def __init__(self):
+        super().__init__(name="stderr-pipes", daemon=True)
+        self.lock = threading.Lock()
+        self.sel = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+        self.pipes = []
+        self.stop_event = threading.Event()
+        self.error = None
+
+    def open(self, label, log_path):
+        """A new pipe for a wrapper: returns it and the write end to give the wrapper as stderr
+        (the caller closes that once the wrapper has it)."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        filler_fd = os.open(f"/proc/self/fd/{write_fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        pipe = Pipe(label, read_fd, filler_fd, log_fd)
+        with self.lock:
+            self.pipes.append(pipe)
+        self.wake()
+        return pipe, write_fd
+
+    def wake(self):
+        try:
+            os.write(self.wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def stall(self, pipe, seconds, leading):
+        """Stops reading `pipe` for `seconds` and fills it; the bytes filled, or None when it is
+        closed or already stalled."""
+        with self.lock:
+            if pipe.closed_ns is not None or pipe.stalled_until is not None:
+                return None
+            pipe.stalled_until = time.monotonic() + seconds
+            pipe.stall_start_ns = now_ns()
+            pipe.stall_leading = leading
+            pipe.stall_filled = fill_pipe(pipe.filler_fd)
+            filled = pipe.stall_filled
+        self.wake()
+        return filled
+
+    def stalled(self, pipe):
+        with self.lock:
+            return pipe.stalled_until is not None
+
+    def retire(self, pipe, delay):
+        """The wrapper exited: drain and close `pipe` after `delay` (once no stall holds it)."""
+        with self.lock:
+            if pipe.retire_at is None:
+                pipe.retire_at = time.monotonic() + delay
+        self.wake()
+
+    def heal(self):
+        """Ends every stall now."""
+        with self.lock:
+            t = time.monotonic()
+            for pipe in self.pipes:
+                if pipe.stalled_until is not None:
+                    pipe.stalled_until = t
+        self.wake()
+
+    def open_pipes(self):
+        with self.lock:
+            return [p for p in self.pipes if p.closed_ns is None]
+
+    def run(self):
+        try:
+            while not self.stop_event.is_set():
+                events = self.sel.select(0.05)
+                with self.lock:
+                    self.housekeeping()
+                    for key, _ in events:
+                        if key.data is None:
+                            try:
+                                os.read(self.wake_r, 4096)
+                            except BlockingIOError:
+                                pass
+                            continue
+                        pipe = key.data
+                        if pipe.stalled_until is None and pipe.closed_ns is None:
+                            self.read(pipe)
+        except Exception as e:  # the driver must hear of it
+            self.error = traceback.format_exc()
+            raise e
+
+    def housekeeping(self):
+        """Ends stalls that are due, (un)registers pipes, closes retired ones. Lock held."""
+        t = time.monotonic()
+        for pipe in self.pipes:
+            if pipe.closed_ns is not None:
+                continue
+            if pipe.stalled_until is not None and t >= pipe.stalled_until:
+                pipe.stalls.append(
+                    (pipe.stall_start_ns, now_ns(), pipe.stall_filled, pipe.stall_leading))
+                pipe.stalled_until = None
+                if pipe.pid is not None and writing(pipe.pid):
+                    pipe.blocked_stalls += 1
+            want = pipe.stalled_until is None
+            if want and not pipe.registered:
+                self.sel.register(pipe.read_fd, selectors.EVENT_READ, pipe)
+                pipe.registered = True
+            elif not want and pipe.registered:
+                self.sel.unregister(pipe.read_fd)
+                pipe.registered = False
+            if pipe.retire_at is not None and t >= pipe.retire_at and pipe.stalled_until is None:
+                self.read(pipe)
+                if pipe.buf:
+                    os.write(pipe.log_fd, pipe.buf)
+                if pipe.registered:
+                    self.sel.unregister(pipe.read_fd)
+                    pipe.registered = False
+                for fd in (pipe.read_fd, pipe.filler_fd, pipe.log_fd):
+                    os.close(fd)
+                pipe.closed_ns = now_ns()
+
+    def read(self, pipe):
+        """Copies what the pipe holds to the log, whole lines, without the filler. Lock held."""
+        while True:
+            try:
+                chunk = os.read(pipe.read_fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            pipe.buf += chunk
+        if b"\n" not in pipe.buf:
+            return
+        *lines, pipe.buf = pipe.buf.split(b"\n")
+        kept = []
+        for line in lines:
+            if not line.strip(FILL):
+                continue
+            ts = log_ts_ns(line)
+            if ts is not None and any(s - MS <= ts <= e for s, e, _, _ in pipe.stalls[-3:]):
+                pipe.held_lines += 1
+            m = self.DROPPED.search(line)
+            if m:
+                pipe.dropped_notes += 1
+                pipe.dropped_lines += int(m.group(1))
+            kept.append(line + b"\n")
+        if kept:
+            os.write(pipe.log_fd, b"".join(kept))
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the proxy whose watch flows freeze
+
+
+class ProxyConn:
+    """One proxied connection: the client's socket and the member's."""
+
+    def __init__(self, client, upstream, member):
+        self.client = client
+        self.upstream = upstream
+        self.member = member
+        self.head = b""
+        self.kind = None  # "watch" | "unary", from the first request's bytes
+        self.frozen_in = 0  # the last freeze that held this connection
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def close(self):
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+        for sock in (self.client, self.upstream):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+class WatchProxy:
+    """A TCP proxy in front of every member (one listening port each, threads, two per
+    connection). A freeze holds every connection that carries a watch: nothing goes through it in
+    either direction, not even its end, until the thaw; every other connection passes."""
+
+    def __init__(self, members):
+        self.members = members
+        self.cond = threading.Condition()
+        self.frozen = False
+        self.freeze_no = 0
+        self.closing = False
+        self.listeners = []
+        self.ports = []
+        self.conns = set()
+        self.counts = collections.Counter()  # watch, unary, refused
+        self.freeze_start_ns = None
+        self.freeze_held = 0
+        self.freezes = []  # (start_ns, end_ns, watch connections held)
+
+    @property
+    def endpoints(self):
+        return ",".join(f"http://127.0.0.1:{port}" for port in self.ports)
+
+    def start(self):
+        for m in self.members:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", 0))
+            s.listen(64)
+            self.listeners.append(s)
+            self.ports.append(s.getsockname()[1])
+            threading.Thread(target=self.accept_loop, args=(s, m), name=f"proxy-{m.name}",
+                             daemon=True).start()
+
+    def accept_loop(self, listener, member):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            if self.closing:
+                client.close()
+                return
+            threading.Thread(target=self.serve, args=(client, member), daemon=True).start()
+
+    def serve(self, client, member):
+        try:
+            upstream = socket.create_connection(("127.0.0.1", member.client_port), timeout=2)
+        except OSError:
+            with self.cond:
+                self.counts["refused"] += 1
+            client.close()
+            return
+        upstream.settimeout(None)
+        for sock in (client, upstream):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = ProxyConn(client, upstream, member)
+        with self.cond:
+            if self.closing:
+                conn.close()
+                return
+            self.conns.add(conn)
+        threading.Thread(target=self.pump, args=(conn, upstream, client, False),
+                         daemon=True).start()
+        self.pump(conn, client, upstream, True)
+
+    def pump(self, conn, src, dst, from_client):
+        try:
+            while True:
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    data = b""
+                if from_client and conn.kind is None:
+                    self.classify(conn, data)
+                if conn.kind == "watch":
+                    self.hold(conn)
+                if not data:
+                    return
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    return
+        finally:
+            conn.close()
+            with self.cond:
+                self.conns.discard(conn)
+
+    def classify(self, conn, data):
+        conn.head += data[:64]
+        if conn.head.startswith(b"POST /v3/watch"):
+            kind = "watch"
+        elif len(conn.head) >= 16 or not data:
+            kind = "unary"
+        else:
+            return
+        with self.cond:
+            conn.kind = kind
+            self.counts[kind] += 1
+            if kind == "watch" and self.frozen:
+                conn.frozen_in = self.freeze_no
+                self.freeze_held += 1
+
+    def hold(self, conn):
+        """Waits while a freeze is on (a watch connection only)."""
+        with self.cond:
+            while self.frozen and not self.closing:
+                if conn.frozen_in != self.freeze_no:
+                    conn.frozen_in = self.freeze_no
+                    self.freeze_held += 1
+                self.cond.wait(1.0)
+
+    def freeze(self):
+        with self.cond:
+            self.frozen = True
+            self.freeze_no += 1
+            self.freeze_start_ns = now_ns()
+            # every open watch connection is held from now on, whether it has bytes to pass or not
+            live = [c for c in self.conns if c.kind == "watch" and not c.closed]
+            for c in live:
+                c.frozen_in = self.freeze_no
+            self.freeze_held = len(live)
+            return len(live)
+
+    def thaw(self):
+        with self.cond:
+            if not self.frozen:
+                return None
+            self.frozen = False
+            self.freezes.append((self.freeze_start_ns, now_ns(), self.freeze_held))
+            self.cond.notify_all()
+            return self.freeze_held
+
+    def stop(self):
+        self.thaw()
+        with self.cond:
+            self.closing = True
+            conns = list(self.conns)
+            self.cond.notify_all()
+        for s in self.listeners:
+            try:
+                s.close()
+            except OSError:
+                pass
+        for c in conns:
+            c.close()
+
+
+# ---------------------------------------------------------------------------------------------
 # records
 
 
 class Wrapper:
-    def __init__(self, number, slot, identity, proc, log_path, child_seconds):
+    def __init__(self, number, slot, identity, proc, log_path, child_seconds, pipe=None,
+                 proxied=False, grandchild=None):
         self.number = number
         self.slot = slot
         self.identity = identity
@@ -392,6 +1002,11 @@ class Wrapper:
         self.log_offset = 0
         self.log_buf = b""
         self.final_term = False
+        self.pipe = pipe  # Pipe when its stderr goes through a pipe the driver may stall
+        self.proxied = proxied  # its endpoints are the proxy's
+        self.grandchild = grandchild  # (kind, ms) its command's grandchild, or None
+        self.known_pids = set()  # children of a piped wrapper already looked at
+        self.exited_stalled = False
 
     @property
     def label(self):
@@ -401,6 +1016,21 @@ class Wrapper:
     def exit_ns(self):
         seen = [t for t in (self.gone_ns, self.exit_seen_ns) if t is not None]
         return min(seen) if seen else None
+
+    @property
+    def killed(self):
+        return self.rc == -signal.SIGKILL
+
+    def log_settled(self, t):
+        """Whether its log can grow no more (read it until 2 s after that)."""
+        if self.gone_ns is None:
+            return False
+        since = self.gone_ns
+        if self.pipe is not None:
+            if self.pipe.closed_ns is None:
+                return False
+            since = max(since, self.pipe.closed_ns)
+        return t - since >= 2_000 * MS
 
 
 class Child:
@@ -418,17 +1048,30 @@ class Child:
         self.last_alive_ns = None  # a poll saw it alive at or after this time
         self.gone_ns = None  # a poll found it dead at or before this time
         self.reaped_ns = None  # its wrapper logged "child exited/stopped" (reaped) before this
+        self.discovered_ns = None  # a poll found it among its piped wrapper's children then
+        self.exit_ns = None  # the kernel's exit time (filled in by the checks)
+        self.key = None
         self.bad_identity = False
+        self.grandchildren = []
 
     @property
     def eff_start(self):
-        known = [t for t in (self.start_ns, self.spawn_ns) if t is not None]
+        known = [t for t in (self.start_ns, self.spawn_ns, self.discovered_ns) if t is not None]
         return min(known) if known else None
+
+    def end_bounds(self):
+        return [(self.end_ns, "end record"), (self.gone_ns, "poll"), (self.reaped_ns, "reaped log"),
+                (self.exit_ns, "kernel exit")]
 
     @property
     def eff_end(self):
-        known = [t for t in (self.end_ns, self.gone_ns, self.reaped_ns) if t is not None]
+        known = [t for t, _ in self.end_bounds() if t is not None]
         return min(known) if known else None
+
+    @property
+    def end_source(self):
+        known = [(t, src) for t, src in self.end_bounds() if t is not None]
+        return min(known)[1] if known else None
 
     @property
     def certain_end(self):
@@ -445,24 +1088,86 @@ class Child:
         return f"{w} child pid {self.pid} rev {self.revision}"
 
 
+class Grandchild:
+    """A process the command started that ignores SIGTERM and records itself (GRANDCHILD)."""
+
+    def __init__(self, pid, parent, identity, kind, start_ns):
+        self.pid = pid
+        self.parent = parent  # the Child that started it, None if unknown
+        self.identity = identity
+        self.kind = kind  # setsid | group
+        self.start_ns = start_ns
+        self.end_ns = None  # gend: it reached its planned end
+        self.alive_ns = None  # its last `alive` record
+        self.last_polled_ns = None  # a poll saw it alive at or after this time
+        self.gone_ns = None
+        self.exit_ns = None  # the kernel's exit time (filled in by the checks)
+        self.starttime = None
+        self.sid = None
+        self.killed_ns = None  # the driver SIGKILLed it (a survivor of a wrapper SIGKILL)
+
+    @property
+    def wrapper(self):
+        return self.parent.wrapper if self.parent is not None else None
+
+    @property
+    def eff_start(self):
+        return self.start_ns
+
+    def end_bounds(self):
+        return [(self.end_ns, "end record"), (self.gone_ns, "poll"), (self.exit_ns, "kernel exit")]
+
+    @property
+    def eff_end(self):
+        known = [t for t, _ in self.end_bounds() if t is not None]
+        return min(known) if known else None
+
+    @property
+    def end_source(self):
+        known = [(t, src) for t, src in self.end_bounds() if t is not None]
+        return min(known)[1] if known else None
+
+    @property
+    def last_alive_ns(self):
+        known = [t for t in (self.alive_ns, self.last_polled_ns) if t is not None]
+        return max(known) if known else None
+
+    @property
+    def certain_end(self):
+        if self.end_ns is not None:
+            return self.end_ns
+        known = self.last_alive_ns
+        return known if known is not None else self.start_ns
+
+    @property
+    def label(self):
+        return f"{self.kind} grandchild pid {self.pid} of {self.parent.label if self.parent else '?'}"
+
+
 # ---------------------------------------------------------------------------------------------
 # monitor
 
 
 class Monitor(threading.Thread):
-    """Tails the shared log and the wrappers' logs; polls every command's and wrapper's pid."""
+    """Tails the shared log and the wrappers' logs; polls every command's, grandchild's and
+    wrapper's pid, and the /proc children of the wrappers whose logs may stall."""
 
     CHILD_STARTED = re.compile(rb" child started pid=(\d+)")
     CHILD_REAPED = re.compile(rb" child (?:exited|stopped) pid=(\d+)")
 
-    def __init__(self, log_path, child_script):
+    def __init__(self, log_path, child_script, grandchild_script, procs):
         super().__init__(name="monitor", daemon=True)
         self.log_path = log_path
         self.child_marker = os.path.basename(child_script).encode()
+        self.grandchild_marker = os.path.basename(grandchild_script).encode()
+        self.procs = procs
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.children = []  # every Child, in discovery order
         self.live_children = set()  # Children not yet gone
+        self.grandchildren = []  # every Grandchild
+        self.live_grandchildren = set()
+        self.grandchild_by_pid = {}  # pid -> the latest Grandchild with that pid
         self.wrappers = []  # every Wrapper
         self.live_wrappers = {}  # pid -> Wrapper not yet gone
         self.wrapper_by_pid = {}  # pid -> the latest Wrapper with that pid
@@ -528,11 +1233,20 @@ class Monitor(threading.Thread):
         kind = parts[0]
         try:
             if kind == "start":
-                _, ns, identity, pid, ppid, revision = parts
-                self.on_start(int(ns), identity, int(pid), int(ppid), revision)
+                _, ns, identity, pid, ppid, revision, key = parts
+                self.on_start(int(ns), identity, int(pid), int(ppid), revision, key)
             elif kind == "end":
                 _, ns, identity, pid, why = parts
                 self.on_end(int(ns), identity, int(pid), why)
+            elif kind == "alive":
+                _, ns, identity, pid = parts
+                self.on_alive(int(ns), identity, int(pid), line)
+            elif kind == "gstart":
+                _, ns, identity, pid, parent, gkind = parts
+                self.on_gstart(int(ns), identity, int(pid), int(parent), gkind)
+            elif kind == "gend":
+                _, ns, identity, pid = parts
+                self.on_gend(int(ns), identity, int(pid), line)
             elif kind in ("gone", "wrapper", "wexit", "fault", "#"):
                 pass
             else:
@@ -552,13 +1266,14 @@ class Monitor(threading.Thread):
         self.first_look(c)
         return c
 
-    def on_start(self, ns, identity, pid, ppid, revision):
+    def on_start(self, ns, identity, pid, ppid, revision, key):
         with self.lock:
             wrapper = self.wrapper_by_pid.get(ppid)
             c = self.child_for(pid, wrapper, "start_ns")
             c.start_ns = ns
             c.identity = identity
             c.revision = int(revision) if revision.isdigit() else None
+            c.key = key if key != "?" else None
             if wrapper is not None and wrapper.identity != identity:
                 c.bad_identity = True
 
@@ -571,10 +1286,59 @@ class Monitor(threading.Thread):
                     return
         self.bad_lines.append(f"end without start: {ns} {identity} {pid} {why}")
 
-    def read_wrapper_logs(self, final=False):
+    def on_gstart(self, ns, identity, pid, parent_pid, kind):
         with self.lock:
-            wrappers = [w for w in self.wrappers if final or w.gone_ns is None or w.log_offset == 0
-                        or now_ns() - w.gone_ns < 2_000 * MS]
+            parent = None
+            for c in reversed(self.children):
+                if c.pid == parent_pid and c.identity == identity:
+                    parent = c
+                    break
+            g = Grandchild(pid, parent, identity, kind, ns)
+            if parent is not None:
+                parent.grandchildren.append(g)
+            self.grandchildren.append(g)
+            self.grandchild_by_pid[pid] = g
+            self.live_grandchildren.add(g)
+            t0 = now_ns()
+            try:
+                fields = proc_stat_fields(pid)
+            except (OSError, ValueError, IndexError):
+                fields = None
+            t1 = now_ns()
+            alive = (fields is not None and fields[0] not in ("Z", "X")
+                     and self.grandchild_marker in proc_cmdline(pid))
+            if not alive:
+                self.gone(g, t1)
+                return
+            g.starttime = int(fields[19])
+            g.sid = int(fields[3])
+            g.last_polled_ns = t0
+        if kind == "setsid" and g.sid == pid:
+            self.procs.adopt(pid)
+
+    def grandchild(self, pid, line):
+        g = self.grandchild_by_pid.get(pid)
+        if g is None:
+            self.bad_lines.append(f"grandchild record before its gstart: {line}")
+        return g
+
+    def on_alive(self, ns, identity, pid, line):
+        with self.lock:
+            g = self.grandchild(pid, line)
+            if g is not None and (g.alive_ns is None or ns > g.alive_ns):
+                g.alive_ns = ns
+
+    def on_gend(self, ns, identity, pid, line):
+        with self.lock:
+            g = self.grandchild(pid, line)
+            if g is not None:
+                g.end_ns = ns
+
+    def read_wrapper_logs(self, final=False):
+        t = now_ns()
+        with self.lock:
+            wrappers = [w for w in self.wrappers
+                        if final or w.log_offset == 0 or not w.log_settled(t)]
         for w in wrappers:
             try:
                 with open(w.log_path, "rb") as f:
@@ -620,11 +1384,42 @@ class Monitor(threading.Thread):
 
     def gone(self, c, ns):
         c.gone_ns = ns
-        self.live_children.discard(c)
+        if isinstance(c, Grandchild):
+            self.live_grandchildren.discard(c)
+            if c.kind == "setsid" and c.sid == c.pid:
+                self.procs.forget(c.pid)  # it forks nothing: its session is empty now
+        else:
+            self.live_children.discard(c)
         self.note(f"gone {ns} {c.pid}")
+
+    def discover(self, w):
+        """Commands among the /proc children of a piped wrapper (whose `child started` line may
+        come late or never). Lock held."""
+        try:
+            with open(f"/proc/{w.pid}/task/{w.pid}/children") as f:
+                pids = [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            return
+        for pid in pids:
+            if pid in w.known_pids:
+                continue
+            t0 = now_ns()
+            cmdline = proc_cmdline(pid)
+            if cmdline.startswith(b"/bin/bash\0") and self.child_marker in cmdline:
+                w.known_pids.add(pid)
+                c = self.child_for(pid, w, "discovered_ns")
+                c.discovered_ns = t0
+            elif cmdline and not cmdline.startswith(os.fsencode(w.proc.args[0]) + b"\0"):
+                w.known_pids.add(pid)  # exec'd into something else: not the command
+            elif proc_comm(pid) == b"eae-guardian":
+                w.known_pids.add(pid)  # the command's guardian (a fork of the wrapper)
+            # else: the command before its exec (a vfork of the wrapper): look again next poll
 
     def poll(self):
         with self.lock:
+            for w in self.live_wrappers.values():
+                if w.pipe is not None:
+                    self.discover(w)
             for c in list(self.live_children):
                 t0 = now_ns()
                 st = proc_stat(c.pid)
@@ -633,6 +1428,14 @@ class Monitor(threading.Thread):
                     self.gone(c, t1)
                 else:
                     c.last_alive_ns = t0
+            for g in list(self.live_grandchildren):
+                t0 = now_ns()
+                st = proc_stat(g.pid)
+                t1 = now_ns()
+                if st is None or st[0] in ("Z", "X") or st[2] != g.starttime:
+                    self.gone(g, t1)
+                else:
+                    g.last_polled_ns = t0
             for w in list(self.live_wrappers.values()):
                 st = proc_stat(w.pid)
                 t1 = now_ns()
@@ -650,6 +1453,27 @@ class Monitor(threading.Thread):
 # the driver
 
 
+class Preemption:
+    """A deliberate deletion of the running leader's key with etcdctl."""
+
+    def __init__(self, number, child, frozen, t0, proc, log_path):
+        self.number = number
+        self.child = child
+        self.key = child.key
+        self.frozen = frozen  # the proxy held every watch flow (the leader is proxied)
+        self.t0 = t0  # just before etcdctl was started: the deletion came later
+        self.t1 = None  # etcdctl had exited
+        self.proc = proc
+        self.log_path = log_path
+        self.rc = None
+        self.deleted = None  # how many keys etcdctl says it deleted
+
+    @property
+    def label(self):
+        how = "watch frozen" if self.frozen else "watch live"
+        return f"preemption #{self.number} ({how}) of {self.child.label}"
+
+
 class Chaos:
     def __init__(self, args, procs):
         self.args = args
@@ -665,7 +1489,22 @@ class Chaos:
         with open(self.child_script, "w") as f:
             f.write(CHILD)
         os.chmod(self.child_script, 0o755)
-        self.monitor = Monitor(self.log_path, self.child_script)
+        self.grandchild_script = os.path.join(self.tmp, "chaos-grandchild.sh")
+        with open(self.grandchild_script, "w") as f:
+            f.write(GRANDCHILD)
+        os.chmod(self.grandchild_script, 0o755)
+        self.fifo = os.path.join(self.tmp, "chaos-pause.fifo")
+        os.mkfifo(self.fifo)
+        self.monitor = Monitor(self.log_path, self.child_script, self.grandchild_script, procs)
+        self.pipes = StderrPipes()
+        self.exits = ExitWatcher()
+        self.proxy = None  # WatchProxy, once the cluster's ports are known
+        self.watch_frozen_until = None
+        self.preempt_at = None  # (monotonic, Child): a deletion planned under a watch freeze
+        self.preemptions = []
+        self.preempting = None  # the Preemption whose etcdctl still runs
+        self.quiet_until = -1e9  # monotonic: no fault before (a preempted command is dying)
+        self.kill_at = None  # (monotonic, Child): a SIGKILL of its wrapper while its grandchild runs
         self.slots = [None] * CANDIDATES
         self.restart_at = [None] * CANDIDATES
         self.numbers = 0
@@ -703,21 +1542,45 @@ class Chaos:
         number = self.numbers
         identity = f"cand-{slot}"
         child_seconds = round(self.rng_children.uniform(0.2, 3.0), 3)
+        # a grandchild 60% of the time, setsid'd 60% of those; always the same draws
+        with_grandchild = self.rng_children.random() < 0.6
+        kind = "setsid" if self.rng_children.random() < 0.6 else "group"
+        grandchild_ms = int(self.rng_children.uniform(0.1, child_seconds + 2.0) * 1000)
+        grandchild_seed = self.rng_children.randrange(1, 32768)
         log_path = os.path.join(self.tmp, f"wrapper-{number:04d}-{identity}.log")
-        env = clean_env(
-            {
-                "ETCD_AWAIT_ELECTION_LOCK_NAME": LOCK,
-                "ETCD_AWAIT_ELECTION_IDENTITY": identity,
-                "ETCD_AWAIT_ELECTION_ENDPOINTS": self.cluster.endpoints,
-                "ETCD_AWAIT_ELECTION_LEASE_DURATION": str(LEASE_DURATION),
-                "ETCD_AWAIT_ELECTION_RENEW_DEADLINE": str(RENEW_DEADLINE),
-                "ETCD_AWAIT_ELECTION_RETRY_PERIOD": RETRY_PERIOD,
-                "CHAOS_LOG": self.log_path,
-                "CHAOS_CHILD_SECONDS": f"{child_seconds:.3f}",
-            }
-        )
-        proc = self.procs.spawn([self.args.bin, "/bin/bash", self.child_script], env, log_path)
-        w = Wrapper(number, slot, identity, proc, log_path, child_seconds)
+        proxied = slot in PROXIED_SLOTS
+        variables = {
+            "ETCD_AWAIT_ELECTION_LOCK_NAME": LOCK,
+            "ETCD_AWAIT_ELECTION_IDENTITY": identity,
+            "ETCD_AWAIT_ELECTION_ENDPOINTS": (
+                self.proxy.endpoints if proxied else self.cluster.endpoints),
+            "ETCD_AWAIT_ELECTION_LEASE_DURATION": str(LEASE_DURATION),
+            "ETCD_AWAIT_ELECTION_RENEW_DEADLINE": str(RENEW_DEADLINE),
+            "ETCD_AWAIT_ELECTION_RETRY_PERIOD": RETRY_PERIOD,
+            "CHAOS_LOG": self.log_path,
+            "CHAOS_CHILD_SECONDS": f"{child_seconds:.3f}",
+            "CHAOS_GC_SCRIPT": self.grandchild_script,
+            "CHAOS_FIFO": self.fifo,
+        }
+        grandchild = None
+        if with_grandchild:
+            grandchild = (kind, grandchild_ms)
+            variables.update({"CHAOS_GC_KIND": kind, "CHAOS_GC_MS": str(grandchild_ms),
+                              "CHAOS_GC_SEED": str(grandchild_seed)})
+        env = clean_env(variables)
+        pipe, stderr_fd = None, None
+        if slot in PIPED_SLOTS:
+            pipe, stderr_fd = self.pipes.open(f"{identity}#{number}", log_path)
+        try:
+            proc = self.procs.spawn([self.args.bin, "/bin/bash", self.child_script], env, log_path,
+                                    stderr=stderr_fd)
+        finally:
+            if stderr_fd is not None:
+                os.close(stderr_fd)
+        if pipe is not None:
+            pipe.pid = proc.pid
+        w = Wrapper(number, slot, identity, proc, log_path, child_seconds, pipe=pipe,
+                    proxied=proxied, grandchild=grandchild)
         self.monitor.add_wrapper(w)
         self.slots[slot] = w
         self.restart_at[slot] = None
@@ -732,16 +1595,163 @@ class Chaos:
                 continue
             w.rc = rc
             w.exit_seen_ns = now_ns()
+            if w.pipe is not None:
+                w.exited_stalled = self.pipes.stalled(w.pipe)
+                self.pipes.retire(w.pipe, 1.0)
             self.monitor.note(f"wexit {w.exit_seen_ns} {w.identity} {w.pid} {rc}")
             if not self.args.quiet:
                 say(f"      exit: {w.label} rc={describe_rc(rc)}")
 
-    def leader_wrapper(self):
-        running = self.monitor.running_children()
-        for c in running:
+    def leader_child(self):
+        for c in self.monitor.running_children():
             if c.wrapper is not None and c.wrapper.rc is None:
-                return c.wrapper
+                return c
         return None
+
+    def leader_wrapper(self):
+        c = self.leader_child()
+        return c.wrapper if c is not None else None
+
+    # -- stalled stderr, frozen watches, preemptions, grandchildren
+
+    def stall_stderr(self):
+        """Stops reading a piped wrapper's stderr for 1-6 s (half the time the leader's)."""
+        live = [w for w in self.slots if w is not None and w.rc is None and w.pipe is not None
+                and not self.pipes.stalled(w.pipe)]
+        leader = self.leader_wrapper()
+        to_leader = self.rng_faults.random() < 0.5
+        pick = self.rng_faults.random()
+        seconds = self.rng_faults.uniform(1.0, 6.0)
+        if to_leader and leader is not None and any(w is leader for w in live):
+            target = leader
+        elif live:
+            target = live[int(pick * len(live))]
+        else:
+            return False
+        return self.stall_wrapper(target, seconds, "at random")
+
+    def stall_wrapper(self, w, seconds, why):
+        leading = w is self.leader_wrapper()
+        filled = self.pipes.stall(w.pipe, seconds, leading)
+        if filled is None:
+            return False
+        role = "leader" if leading else "waiter"
+        self.fault("stderr-stall", f"{w.label} ({role}) for {seconds:.1f}s, {why} "
+                                   f"({filled} filler bytes fill its pipe)")
+        return True
+
+    def cluster_healthy(self):
+        return self.frozen_until is None and not self.members_down()
+
+    def preemption_busy(self):
+        """A preemption's etcdctl runs, or its command is still dying (no other fault then)."""
+        if self.preempting is not None or self.preempt_at is not None:
+            return True
+        if time.monotonic() >= self.quiet_until or not self.preemptions:
+            return False
+        c = self.preemptions[-1].child
+        return c.eff_end is None or any(g.eff_end is None for g in c.grandchildren)
+
+    def freeze_watches(self, target=None):
+        """Holds every watch flow through the proxy for 2-8 s; 75% of the time (always with a
+        `target`), when the leader is proxied, deletes its key 0.2-0.8 s later (the freeze then
+        lasts past the bound)."""
+        if self.proxy.frozen or self.preemption_busy():
+            return False
+        seconds = self.rng_faults.uniform(2.0, 8.0)
+        delay = self.rng_faults.uniform(0.2, 0.8)
+        wants_preemption = self.rng_faults.random() < 0.75 or target is not None
+        c = target or self.leader_child()
+        plan = ""
+        if (wants_preemption and c is not None and c.wrapper.proxied and c.key is not None
+                and self.cluster_healthy()):
+            seconds = max(seconds, delay + PREEMPT_BOUND_NS / 1e9 + 0.5)
+            self.preempt_at = (time.monotonic() + delay, c)
+            plan = f"; {c.wrapper.label}'s key goes in {delay:.1f}s"
+        held = self.proxy.freeze()
+        self.watch_frozen_until = time.monotonic() + seconds
+        self.fault("watch-freeze", f"every watch flow through the proxy for {seconds:.1f}s "
+                                   f"({held} open now){plan}")
+        return True
+
+    def thaw_watches(self, force=False):
+        if self.watch_frozen_until is None:
+            return
+        if not force and time.monotonic() < self.watch_frozen_until:
+            return
+        held = self.proxy.thaw()
+        self.watch_frozen_until = None
+        self.event("watch-thaw", f"{held} watch connections were held")
+
+    def preempt_leader(self):
+        """The live-watch preemption: deletes whichever leader's key."""
+        if self.proxy.frozen or self.preemption_busy() or not self.cluster_healthy():
+            return False
+        c = self.leader_child()
+        if c is None or c.key is None:
+            return False
+        self.preempt(c)
+        return True
+
+    def preempt(self, c):
+        number = len(self.preemptions) + 1
+        log_path = os.path.join(self.tmp, f"etcdctl-{number:03d}.log")
+        argv = ["etcdctl", f"--endpoints={self.cluster.endpoints}", "--dial-timeout=1s",
+                "--command-timeout=2s", "del", c.key]
+        frozen = self.proxy.frozen
+        t0 = now_ns()
+        proc = self.procs.spawn(argv, clean_env({"ETCDCTL_API": "3"}), log_path)
+        p = Preemption(number, c, frozen, t0, proc, log_path)
+        self.preemptions.append(p)
+        self.preempting = p
+        self.quiet_until = time.monotonic() + PREEMPT_QUIET_S
+        kind = "preempt-watch-frozen" if frozen else "preempt-watch-live"
+        self.fault(kind, f"etcdctl del {c.key} under {c.label}")
+
+    def preemption_steps(self):
+        if self.preempt_at is not None and time.monotonic() >= self.preempt_at[0]:
+            c = self.preempt_at[1]
+            self.preempt_at = None
+            running = c.end_ns is None and c.gone_ns is None
+            if running and self.proxy.frozen and self.cluster_healthy():
+                self.preempt(c)
+            else:
+                self.event("preempt-skipped", f"{c.label}: no longer running, or the cluster or "
+                                              "the watches changed meanwhile")
+        p = self.preempting
+        if p is not None and p.proc.poll() is not None:
+            p.t1 = now_ns()
+            p.rc = p.proc.returncode
+            try:
+                with open(p.log_path) as f:
+                    out = f.read().strip()
+            except OSError:
+                out = ""
+            p.deleted = int(out) if out.isdigit() else None
+            self.preempting = None
+            self.event("preempt-done", f"etcdctl rc {p.rc}, deleted {out!r} after "
+                                       f"{(p.t1 - p.t0) / MS:.0f} ms")
+
+    def kill_survivors(self, now_too=False):
+        """SIGKILLs the setsid'd grandchildren that outlived their SIGKILL'd wrapper, once
+        SURVIVOR_KILL_S has passed since its exit was seen (at once with `now_too`)."""
+        t = now_ns()
+        with self.monitor.lock:
+            found = [g for g in self.monitor.live_grandchildren
+                     if g.kind == "setsid" and g.killed_ns is None and g.wrapper is not None
+                     and g.wrapper.killed and g.wrapper.exit_seen_ns is not None
+                     and (now_too or t - g.wrapper.exit_seen_ns >= SURVIVOR_KILL_S * 1e9)]
+        for g in found:
+            st = proc_stat(g.pid)
+            if st is None or st[2] != g.starttime:
+                continue
+            try:
+                os.kill(g.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            g.killed_ns = now_ns()
+            self.event("survivor-kill", f"{g.label} outlived {g.wrapper.label}'s SIGKILL (the "
+                                        "documented limit); SIGKILL")
 
     def signal_wrapper(self, sig):
         live = [w for w in self.slots if w is not None and w.rc is None]
@@ -819,17 +1829,55 @@ class Chaos:
     def freeze_allowed(self):
         return self.frozen_until is None and time.monotonic() - self.last_freeze_end >= 7
 
-    def maybe_freeze_new_leader(self):
-        """A command that just started and plans to outlive RENEW_DEADLINE: freeze the cluster
-        under it (60% of the time) so that the renew deadline has to stop it."""
+    def maybe_fault_new_leader(self):
+        """Faults aimed at a command that just started: a cluster freeze when it plans to outlive
+        RENEW_DEADLINE (60%), so that the renew deadline has to stop it; a stall of its wrapper's
+        stderr (piped, 50%) until after it should have ended, so that its end, the revocation and
+        the exit happen with the log blocked; a watch freeze and the deletion of its key (proxied,
+        lasting 1.5 s or more, 40%), so that only the leader's re-read can notice; a SIGKILL of
+        its wrapper 0.2-1 s in (when it started a grandchild, 30%), so that the guardian has to
+        kill the group and a setsid'd grandchild shows the documented limit."""
         for c in self.monitor.running_children():
             if c.start_ns is None or c in self.considered or c.wrapper is None:
                 continue
             self.considered.add(c)
-            if c.wrapper.child_seconds < RENEW_DEADLINE + 0.5:
+            w = c.wrapper
+            freeze, stall, preempt, kill = (self.rng_faults.random() for _ in range(4))
+            stall_for = w.child_seconds + self.rng_faults.uniform(0.5, 3.0)
+            kill_in = self.rng_faults.uniform(0.2, 1.0)
+            if self.preemption_busy() or w.rc is not None:
                 continue
-            if self.rng_faults.random() < 0.6 and self.freeze_allowed():
-                self.freeze(f"under {c.wrapper.label}'s command")
+            why = f"under {w.label}'s command"
+            if w.child_seconds >= RENEW_DEADLINE + 0.5 and freeze < 0.6 and self.freeze_allowed():
+                self.freeze(why)
+            if w.pipe is not None and stall < 0.5:
+                self.stall_wrapper(w, stall_for, why)
+            if (w.proxied and w.child_seconds >= 1.5 and preempt < 0.4 and self.cluster_healthy()
+                    and c.key is not None):
+                self.freeze_watches(target=c)
+            if (w.grandchild is not None and kill < 0.3 and self.kill_at is None
+                    and not self.preemption_busy()):
+                self.kill_at = (time.monotonic() + min(kill_in, w.child_seconds * 0.8), c)
+
+    def maybe_kill_grandparent(self):
+        """The SIGKILL planned by maybe_fault_new_leader, if its command still runs and no freeze
+        or preemption is under way (the renew deadline or the bound must not be blurred)."""
+        if self.kill_at is None or time.monotonic() < self.kill_at[0]:
+            return
+        c = self.kill_at[1]
+        self.kill_at = None
+        w = c.wrapper
+        if (c.end_ns is not None or c.gone_ns is not None or w.rc is not None
+                or self.frozen_until is not None or self.preemption_busy()):
+            return
+        alive = [g for g in c.grandchildren if g.eff_end is None]
+        w.signals.append((now_ns(), "SIGKILL"))
+        try:
+            os.kill(w.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        kinds = ",".join(g.kind for g in alive) or "none recorded yet"
+        self.fault("wrapper-sigkill", f"{w.label} (leader; grandchildren alive: {kinds})")
 
     def freeze(self, why="at random"):
         if not self.freeze_allowed():
@@ -866,10 +1914,13 @@ class Chaos:
 
     def inject(self):
         """One fault; a kind that is not possible now (a member already down, a freeze too recent,
-        no wrapper running) gives way to the next draw."""
-        kinds = ["wrapper-sigkill", "wrapper-sigterm", "etcd-kill", "freeze"]
-        weights = [3, 3, 2, 1]
-        for _ in range(4):
+        no wrapper running) gives way to the next draw. None while a preemption is under way."""
+        if self.preemption_busy():
+            return False
+        kinds = ["wrapper-sigkill", "wrapper-sigterm", "etcd-kill", "freeze", "stderr-stall",
+                 "watch-freeze", "preempt"]
+        weights = [3, 3, 2, 1, 2, 2, 1]
+        for _ in range(6):
             kind = self.rng_faults.choices(kinds, weights)[0]
             if kind == "wrapper-sigkill":
                 done = self.signal_wrapper(signal.SIGKILL)
@@ -877,18 +1928,28 @@ class Chaos:
                 done = self.signal_wrapper(signal.SIGTERM)
             elif kind == "etcd-kill":
                 done = self.kill_member()
-            else:
+            elif kind == "freeze":
                 done = self.freeze()
+            elif kind == "stderr-stall":
+                done = self.stall_stderr()
+            elif kind == "watch-freeze":
+                done = self.freeze_watches()
+            else:
+                done = self.preempt_leader()
             if done:
                 return True
         return False
 
     def step(self, faults=True):
         self.thaw()
+        self.thaw_watches()
+        self.preemption_steps()
         if faults:
-            self.maybe_freeze_new_leader()
+            self.maybe_fault_new_leader()
+            self.maybe_kill_grandparent()
         self.restart_members()
         self.reap_wrappers()
+        self.kill_survivors()
         t = time.monotonic()
         for slot, w in enumerate(self.slots):
             if w is not None and w.rc is None:
@@ -899,12 +1960,26 @@ class Chaos:
                 self.spawn_wrapper(slot)
         if self.monitor.error:
             raise HarnessError(f"monitor thread failed:\n{self.monitor.error}")
+        if self.pipes.error:
+            raise HarnessError(f"stderr pipe thread failed:\n{self.pipes.error}")
+        if self.exits.error:
+            raise HarnessError(f"exit watcher failed:\n{self.exits.error}")
 
     def run(self):
         say(f"starting a 3-member etcd cluster (heartbeat {HEARTBEAT_MS} ms, election timeout "
             f"{ELECTION_MS} ms) in {self.tmp}")
         self.cluster.start()
         say(f"etcd members: {self.cluster.endpoints}")
+        self.proxy = WatchProxy(self.cluster.members)
+        self.proxy.start()
+        say(f"proxy (for slots {', '.join(map(str, PROXIED_SLOTS))}): {self.proxy.endpoints}; "
+            f"stderr through a pipe that may stall: slots {', '.join(map(str, PIPED_SLOTS))}")
+        self.pipes.start()
+        if self.exits.open():
+            self.exits.start()
+            say("exit times: the kernel's (proc connector)")
+        else:
+            say(f"exit times: from polls only ({self.exits.unavailable})")
         self.monitor.start()
         for slot in range(CANDIDATES):
             self.spawn_wrapper(slot)
@@ -930,9 +2005,21 @@ class Chaos:
             time.sleep(0.02)
 
     def shutdown(self):
-        """Heals the cluster, SIGTERMs every wrapper, waits for them, returns lease observations."""
-        say("fault injection over: healing the cluster")
+        """Heals the cluster (and the watch flows and stderr pipes), SIGTERMs every wrapper, waits
+        for them, returns lease observations."""
+        say("fault injection over: healing the cluster, the watch flows and the stderr pipes")
         self.thaw(force=True)
+        self.thaw_watches(force=True)
+        self.pipes.heal()
+        if self.preempt_at is not None:
+            self.event("preempt-skipped", f"{self.preempt_at[1].label}: the run is over")
+            self.preempt_at = None
+        deadline = time.monotonic() + 10
+        while self.preempting is not None and time.monotonic() < deadline:
+            self.preemption_steps()
+            time.sleep(0.02)
+        if self.preempting is not None:
+            raise HarnessError(f"etcdctl of {self.preempting.label} still runs after 10 s")
         for m in self.cluster.members:
             if m.state == "down":
                 m.restart_at = time.monotonic()
@@ -969,9 +2056,15 @@ class Chaos:
                     pass
                 w.proc.wait()
                 self.reap_wrappers()
-        # let the monitor see every command gone
+        self.kill_survivors(now_too=True)
+        for w in self.monitor.wrappers:
+            if w.pipe is not None:
+                self.pipes.retire(w.pipe, 0)
+        # let the monitor see every command and grandchild gone, and the pipes drain
         deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and self.monitor.live_children:
+        while time.monotonic() < deadline and (
+                self.monitor.live_children or self.monitor.live_grandchildren
+                or self.pipes.open_pipes()):
             time.sleep(0.02)
         last_exit = max((w.exit_ns or now_ns()) for w in self.monitor.wrappers)
         leases_now = self.cluster.leases()
@@ -1025,29 +2118,79 @@ def wrapper_log_lines(w):
     return out
 
 
+def classify_grandchildren(mon, failures, warnings):
+    """The grandchildren the checks exempt -- setsid'd ones alive when their wrapper was
+    SIGKILLed, the documented limit -- and those of them that outlived it by more than GRACE."""
+    exempt, survivors = set(), []
+    for g in mon.grandchildren:
+        w = g.wrapper
+        if g.parent is None:
+            failures.append(f"grandchild of no known command: pid {g.pid} ({g.identity})")
+            continue
+        if g.eff_end is None:
+            failures.append(f"no end and never seen gone: {g.label}")
+        if g.kind == "setsid" and g.sid is not None and g.sid != g.pid:
+            warnings.append(f"{g.label} is not in a session of its own (sid {g.sid})")
+        if (g.kind == "setsid" and w is not None and w.killed and w.exit_ns is not None
+                and (g.eff_end is None or g.eff_end > w.exit_ns)):
+            exempt.add(g)
+            if g.last_alive_ns is not None and g.last_alive_ns > w.exit_ns + GRACE_NS:
+                survivors.append(g)
+    return exempt, survivors
+
+
 def check(chaos, final):
     mon = chaos.monitor
     failures = []
     warnings = []
+    kernel = chaos.exits.sock is not None
+    for c in mon.children:
+        if kernel and c.eff_start is not None:
+            c.exit_ns = chaos.exits.exit_after(c.pid, c.eff_start)
+    for g in mon.grandchildren:
+        if kernel:
+            g.exit_ns = chaos.exits.exit_after(g.pid, g.start_ns)
     children = [c for c in mon.children if c.eff_start is not None]
     unterminated = [c for c in children if c.eff_end is None]
     for c in unterminated:
         failures.append(f"no end and never seen gone: {c.label}")
     end_of_time = now_ns()
     intervals = sorted(children, key=lambda c: c.eff_start)
+    exempt, survivors = classify_grandchildren(mon, failures, warnings)
+    grandchildren = [g for g in mon.grandchildren if g.parent is not None and g not in exempt]
+    preempted = {p.child: p for p in chaos.preemptions}
 
-    # 1. overlaps
+    # 1. overlaps: of two commands, and of a command's grandchild with a later command; a command
+    # that started after its predecessor's key was deleted on purpose overlaps by design
     overlaps = []
+    preemption_overlaps = []
+    unproven = []  # "possible" overlaps whose end is a poll's, without the kernel's exit times
+
+    def judge(owner, a, b):
+        a_end = a.eff_end if a.eff_end is not None else end_of_time
+        if b.eff_start >= a_end:
+            return
+        p = preempted.get(owner)
+        if p is not None and b.eff_start >= p.t0:
+            preemption_overlaps.append((a, b, a_end - b.eff_start, p))
+            return
+        kind = "certain" if b.eff_start < a.certain_end else "possible"
+        if kind == "possible" and not kernel and a.end_source == "poll":
+            unproven.append((a, b, a_end - b.eff_start))
+            return
+        overlaps.append((a, b, kind, a_end - b.eff_start))
+
     for i, b in enumerate(intervals):
         for a in intervals[:i]:
-            a_end = a.eff_end if a.eff_end is not None else end_of_time
-            if b.eff_start < a_end:
-                kind = "certain" if b.eff_start < a.certain_end else "possible"
-                overlaps.append((a, b, kind, a_end - b.eff_start))
+            judge(a, a, b)
+    for g in grandchildren:
+        for b in intervals:
+            if b is not g.parent and b.eff_start >= g.parent.eff_start:
+                judge(g.parent, g, b)
 
-    # 2. commands outliving their wrappers
+    # 2. commands (and grandchildren) outliving their wrappers
     outlived = []
-    for c in children:
+    for c in children + grandchildren:
         w = c.wrapper
         if w is None or c.last_alive_ns is None or w.exit_ns is None:
             continue
@@ -1066,12 +2209,17 @@ def check(chaos, final):
 
     # 4. wrapper logs: lost leadership under a running command, unexpected exit codes, leases
     lost = []
+    expected_losses = []
     deadline_stops = []
     stale_starts = []
     granted = collections.defaultdict(list)  # lease id -> wrappers
     revoked = set()
     cannot_revoke = set()
     rcs = collections.Counter()
+    preempted_wrappers = collections.defaultdict(list)
+    for p in chaos.preemptions:
+        if p.child.wrapper is not None:
+            preempted_wrappers[p.child.wrapper].append(p)
     for w in mon.wrappers:
         rcs[describe_rc(w.rc)] += 1
         lines = wrapper_log_lines(w)
@@ -1089,13 +2237,20 @@ def check(chaos, final):
             if " child started " in line:
                 child_started = ts
             if "leadership lost" in line:
-                lost.append((w, ts, line))
+                # after the driver deleted this wrapper's key: the preemption, not a failure
+                ours = [p for p in preempted_wrappers.get(w, [])
+                        if ts is not None and ts >= p.t0 - p.t0 % MS
+                        and "our key was deleted" in line]
+                if ours:
+                    expected_losses.append((w, ts, line, ours[-1]))
+                else:
+                    lost.append((w, ts, line))
             if "renew deadline passed" in line:
                 deadline_stops.append(w)
                 if child_started is not None and ts is not None and ts - child_started <= STALE_NS:
                     stale = [w, ts - child_started, False, child_started]
                     stale_starts.append(stale)
-            if "child still running; sending SIGKILL" in line and stale is not None:
+            if "child still running; sent SIGKILL" in line and stale is not None:
                 if ts is not None and ts - stale[3] <= STALE_NS:
                     stale[2] = True
         if w.rc not in (0, 143, -9, -15, 75) and not (w.rc is not None and w.rc > 128):
@@ -1116,12 +2271,30 @@ def check(chaos, final):
             continue
         unrevoked_clean.append((lease, f"{w.label} exited {describe_rc(w.rc)}"))
 
+    # 6. deliberate preemptions: the command and its grandchildren gone within the bound
+    preemption_stops = []  # (Preemption, ns from the deletion's start to the tree's end)
+    for p in chaos.preemptions:
+        if p.rc != 0 or p.deleted != 1:
+            warnings.append(f"{p.label}: etcdctl rc {p.rc}, deleted {p.deleted}: not checked")
+            continue
+        tree = [p.child] + [g for g in p.child.grandchildren if g not in exempt]
+        ends = [x.eff_end for x in tree]
+        if any(e is None for e in ends):
+            failures.append(f"{p.label}: never stopped")
+            continue
+        took = max(ends) - p.t0
+        preemption_stops.append((p, took))
+        if took > PREEMPT_BOUND_NS:
+            failures.append(f"{p.label} stopped {took / MS:.0f} ms after the deletion began "
+                            f"(bound {PREEMPT_BOUND_NS / MS:.0f} ms)")
+
     # -- failures
     for a, b, kind, by in overlaps:
         failures.append(
             f"OVERLAP ({kind}, {by / MS:.1f} ms): {b.label} started while {a.label} ran")
     for c, by in outlived:
-        failures.append(f"command outlived its wrapper by {by / MS:.0f} ms: {c.label}")
+        what = "grandchild" if isinstance(c, Grandchild) else "command"
+        failures.append(f"{what} outlived its wrapper by {by / MS:.0f} ms: {c.label}")
     for a, b in regressions:
         failures.append(f"fencing token went backwards: {a.label} then {b.label}")
     for w, ts, line in lost:
@@ -1144,6 +2317,9 @@ def check(chaos, final):
     for lease, why in unrevoked_clean:
         warnings.append(f"lease {lease:x} still present right after a clean exit ({why}); "
                         "it expired by TTL")
+    for a, b, by in unproven:
+        warnings.append(f"unproven overlap ({by / MS:.1f} ms, within the lag of the poll that saw "
+                        f"it gone; no kernel exit times): {b.label} started while {a.label} ran")
     for w, after, killed, _ in stale_starts:
         failures.append(
             f"{w.label} started its command on a lapsed renewal: 'renew deadline passed' "
@@ -1155,20 +2331,25 @@ def check(chaos, final):
         "warnings": warnings,
         "intervals": intervals,
         "overlaps": overlaps,
+        "preemption_overlaps": preemption_overlaps,
+        "preemption_stops": preemption_stops,
         "outlived": outlived,
         "regressions": regressions,
         "lost": lost,
+        "expected_losses": expected_losses,
         "rcs": rcs,
         "deadline_stops": deadline_stops,
         "unrevoked_clean": unrevoked_clean,
         "stale_starts": stale_starts,
         "lease_leaks": lease_leaks,
+        "exempt": exempt,
+        "survivors": survivors,
     }
 
 
 def timeline(chaos, around_ns=None, before_s=4.0, after_s=1.0, limit=120):
-    """Every event within the window (all of them without around_ns): faults, shared log, wrapper
-    logs, wrapper exits."""
+    """Every event within the window (all of them without around_ns): faults, shared log (but the
+    grandchildren's `alive` records), wrapper logs, wrapper exits."""
     if around_ns is None:
         lo, hi, limit = 0, 1 << 62, None
     else:
@@ -1178,7 +2359,7 @@ def timeline(chaos, around_ns=None, before_s=4.0, after_s=1.0, limit=120):
         with open(chaos.log_path) as f:
             for line in f:
                 parts = line.split()
-                if len(parts) >= 2 and parts[1].isdigit():
+                if len(parts) >= 2 and parts[1].isdigit() and parts[0] != "alive":
                     ns = int(parts[1])
                     if lo <= ns <= hi:
                         rows.append((ns, "log   ", line.rstrip()))
@@ -1192,6 +2373,92 @@ def timeline(chaos, around_ns=None, before_s=4.0, after_s=1.0, limit=120):
     if limit is not None and len(rows) > limit:
         rows = rows[-limit:]
     return "\n".join(f"    {rel(ns)} {src} {text}" for ns, src, text in rows)
+
+
+def at(ns):
+    return rel(ns) if ns is not None else "-"
+
+
+def describe(c):
+    """A command's or grandchild's observations, for a failure's details."""
+    rc = describe_rc(c.wrapper.rc) if c.wrapper else "?"
+    if isinstance(c, Grandchild):
+        return (f"{c.label}: start {at(c.start_ns)}, end {at(c.end_ns)}, last alive record "
+                f"{at(c.alive_ns)}, last seen alive {at(c.last_polled_ns)}, gone {at(c.gone_ns)}, "
+                f"kernel exit {at(c.exit_ns)}; wrapper rc {rc}")
+    return (f"{c.label}: start {at(c.eff_start)} (recorded {at(c.start_ns)}, spawn log "
+            f"{at(c.spawn_ns)}, found in /proc {at(c.discovered_ns)}), end {at(c.end_ns)} "
+            f"({c.end_why}), last seen alive {at(c.last_alive_ns)}, gone {at(c.gone_ns)}, reaped "
+            f"before {at(c.reaped_ns)}, kernel exit {at(c.exit_ns)}; wrapper rc {rc}")
+
+
+def longest(values):
+    return f"{max(values) / MS:.0f} ms" if values else "-"
+
+
+def seconds(values):
+    return f"total {sum(values) / 1e9:.1f} s, longest {max(values) / 1e9:.1f} s" if values else "-"
+
+
+def report_new_faults(chaos, result):
+    """The figures of the stalled stderr, the frozen watches, the preemptions, the grandchildren."""
+    mon = chaos.monitor
+    piped = [w for w in mon.wrappers if w.pipe is not None]
+    pipes = [w.pipe for w in piped]
+    stalls = [st for p in pipes for st in p.stalls]
+    children = result["intervals"]
+    late = [c for c in children if c.wrapper is not None and c.wrapper.pipe is not None
+            and c.spawn_ns is None]
+    proc_only = [c for c in children if c.start_ns is None and c.spawn_ns is None]
+    print(f"stderr stalls:      {len(stalls)} on {len(piped)} piped wrappers (slots "
+          f"{', '.join(map(str, PIPED_SLOTS))}), {seconds([e - s for s, e, _, _ in stalls])}, "
+          f"{sum(1 for st in stalls if st[3])} under a running command")
+    print(f"  their logs:       {sum(p.blocked_stalls for p in pipes)} stalls ended with the "
+          f"wrapper's log writer blocked in write(2); "
+          f"{sum(p.held_lines for p in pipes)} lines held back by a stall; "
+          f"{sum(p.dropped_notes for p in pipes)} 'log lines were dropped' notes "
+          f"({sum(p.dropped_lines for p in pipes)} lines); "
+          f"{sum(1 for w in piped if w.exited_stalled)} wrappers exited while stalled; "
+          f"{len(late)} 'child started' lines never came; {len(proc_only)} commands known only "
+          f"from /proc")
+    proxy = chaos.proxy
+    freezes = proxy.freezes
+    print(f"watch freezes:      {len(freezes)} through the proxy (slots "
+          f"{', '.join(map(str, PROXIED_SLOTS))}), {seconds([e - s for s, e, _ in freezes])}, "
+          f"{sum(h for _, _, h in freezes)} watch connections held; proxied connections: "
+          f"{proxy.counts['watch']} watch, {proxy.counts['unary']} unary, "
+          f"{proxy.counts['refused']} refused by a member")
+    stops = result["preemption_stops"]
+    frozen = [t for p, t in stops if p.frozen]
+    live = [t for p, t in stops if not p.frozen]
+    etcdctl = [p.t1 - p.t0 for p in chaos.preemptions if p.t1 is not None]
+    print(f"preemptions:        {len(chaos.preemptions)} (etcdctl del of the leader's key; "
+          f"{len(frozen)} checked with its watch frozen, {len(live)} live); tree gone after the "
+          f"deletion began: max {longest(frozen)} watch frozen, max {longest(live)} live "
+          f"(bound {PREEMPT_BOUND_NS / MS:.0f} ms); etcdctl took at most {longest(etcdctl)}")
+    po = result["preemption_overlaps"]
+    print(f"preemption overlap: {len(po)} pairs, max {longest([by for _, _, by, _ in po])} (a "
+          f"new leader started after the deletion while the preempted command or a grandchild "
+          f"of it died; allowed, and excluded from the overlap check); their 'leadership lost' "
+          f"lines: "
+          f"{len(result['expected_losses'])}")
+    gs = mon.grandchildren
+    kinds = collections.Counter(g.kind for g in gs)
+    ended = sum(1 for g in gs if g.end_ns is not None)
+    print(f"grandchildren:      {len(gs)} ({kinds['setsid']} setsid'd, {kinds['group']} in the "
+          f"command's group); {ended} reached their end, {len(gs) - ended} were killed")
+    at_kill = collections.Counter()
+    for g in gs:
+        w = g.wrapper
+        kills = [ns for ns, name in w.signals if name == "SIGKILL"] if w is not None else []
+        if w is None or not w.killed or not kills:
+            continue
+        if g.start_ns <= kills[-1] and (g.eff_end is None or g.eff_end > kills[-1]):
+            at_kill[g.kind] += 1
+    print(f"  wrapper SIGKILLs: {at_kill['group']} group grandchildren alive at their wrapper's "
+          f"SIGKILL (checked like commands); {at_kill['setsid']} setsid'd ones, "
+          f"{len(result['survivors'])} of which survived it (the documented limit), "
+          f"{sum(1 for g in gs if g.killed_ns is not None)} then killed by the driver")
 
 
 def report(chaos, result, final, elapsed):
@@ -1223,10 +2490,21 @@ def report(chaos, result, final, elapsed):
     print(f"faults injected:    {sum(chaos.fault_counts.values())} "
           f"{dict(sorted(chaos.fault_counts.items()))}")
     print(f"monitor:            longest gap between polls {chaos.monitor.max_gap_s * 1000:.0f} ms")
+    exits = chaos.exits
+    if exits.sock is not None:
+        print(f"exit times:         the kernel's (proc connector: {exits.events} exits seen, "
+              f"{exits.overruns} buffer overruns); ends by source: "
+              f"{dict(collections.Counter(c.end_source for c in intervals))}")
+    else:
+        print(f"exit times:         polls only ({exits.unavailable})")
+    report_new_faults(chaos, result)
     print(f"right after the last exit: {len(final['leases_now'])} leases (not revoked after a "
           f"clean exit: {len(result['unrevoked_clean'])}), {len(final['keys_now'])} keys")
-    print(f"overlaps:           {len(result['overlaps'])}  (must be 0)")
-    print(f"outlived wrapper:   {len(result['outlived'])}  (must be 0)")
+    print(f"overlaps:           {len(result['overlaps'])}  (must be 0; commands and grandchildren)")
+    print(f"outlived wrapper:   {len(result['outlived'])}  (must be 0; commands and grandchildren "
+          f"but setsid'd ones after a wrapper SIGKILL)")
+    print(f"preemptions past the bound: "
+          f"{sum(1 for _, t in result['preemption_stops'] if t > PREEMPT_BOUND_NS)}  (must be 0)")
     print(f"leaked leases:      {len(result['lease_leaks'])}  (must be 0, checked "
           f"LEASE_DURATION + 1 s after the last exit)")
     print(f"fencing regressions: {len(result['regressions'])}  (must be 0)")
@@ -1240,18 +2518,20 @@ def report(chaos, result, final, elapsed):
         print()
         print(f"---- overlap ({kind}, {by / MS:.1f} ms) ----")
         for c in (a, b):
-            at = lambda ns: rel(ns) if ns is not None else "-"  # noqa: E731
-            rc = describe_rc(c.wrapper.rc) if c.wrapper else "?"
-            print(f"  {c.label}: start {at(c.eff_start)} (recorded {at(c.start_ns)}, spawn log "
-                  f"{at(c.spawn_ns)}), end {at(c.end_ns)} ({c.end_why}), last seen alive "
-                  f"{at(c.last_alive_ns)}, gone {at(c.gone_ns)}, reaped before "
-                  f"{at(c.reaped_ns)}; wrapper rc {rc}")
+            print(f"  {describe(c)}")
         print("  timeline:")
         print(timeline(chaos, b.eff_start))
     for c, by in result["outlived"][:5]:
         print()
         print(f"---- {c.label} outlived its wrapper by {by / MS:.0f} ms ----")
+        print(f"  {describe(c)}")
         print(timeline(chaos, c.wrapper.exit_ns, before_s=2, after_s=1))
+    for p, took in [(p, t) for p, t in result["preemption_stops"] if t > PREEMPT_BOUND_NS][:3]:
+        print()
+        print(f"---- {p.label}: gone {took / MS:.0f} ms after the deletion began ----")
+        for c in [p.child] + p.child.grandchildren:
+            print(f"  {describe(c)}")
+        print(timeline(chaos, p.t0, before_s=1, after_s=took / 1e9 + 0.5))
     for w, after, killed, ts in result["stale_starts"][:3]:
         print()
         print(f"---- {w.label} started its command on a lapsed renewal ----")
@@ -1323,12 +2603,31 @@ def main():
                     except ProcessLookupError:
                         pass
             chaos.monitor.stop_event.set()
+            if chaos.proxy is not None:
+                chaos.proxy.stop()
+            chaos.pipes.heal()
+            chaos.exits.stop()
         procs.kill_all()
+        kill_strays(args.tmp)
+        if chaos is not None:
+            chaos.pipes.stop()
         if args.save and chaos is not None:
             save_logs(args, chaos)
     if rc == 2:
         say("harness error (not a verdict on the tool)")
     return rc
+
+
+def kill_strays(tmp):
+    """SIGKILLs, by pid, every process whose command line names our scratch directory (a unique
+    mkdtemp name): a setsid'd grandchild that escaped before the monitor adopted its session."""
+    marker = os.fsencode(tmp.rstrip("/") + "/")
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid() and marker in proc_cmdline(entry):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def save_logs(args, chaos):

@@ -36,14 +36,17 @@ def proc_stat_fields(pid):
 class Processes:
     """Starts every process in a session of its own, records its id in `registry` (for the shell
     wrapper's backstop), and kills whole sessions at the end: that also reaches the commands our
-    wrapper puts in process groups of their own."""
+    wrapper puts in process groups of their own. Sessions that our processes' descendants create
+    with `setsid` are not ours until [`adopt`]ed."""
 
     def __init__(self, registry):
         self.registry = registry
         self.sessions = set()
         self.lock = threading.Lock()
 
-    def spawn(self, argv, env=None, log_path=None, cwd=None):
+    def spawn(self, argv, env=None, log_path=None, cwd=None, stderr=None):
+        """`stderr`, when given, is the file descriptor the process gets as its stderr (stdout
+        still goes to `log_path`); the caller keeps and closes it."""
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(
@@ -52,7 +55,7 @@ class Processes:
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
-                stderr=out,
+                stderr=out if stderr is None else stderr,
                 start_new_session=True,
                 close_fds=True,
             )
@@ -65,9 +68,29 @@ class Processes:
             f.write(f"{proc.pid}\n")
         return proc
 
+    def adopt(self, sid):
+        """Kills session `sid` too at the end (a descendant's `setsid` made it), and lists it for
+        the shell backstop."""
+        with self.lock:
+            if sid in self.sessions:
+                return
+            self.sessions.add(sid)
+        with open(self.registry, "a") as f:
+            f.write(f"{sid}\n")
+
+    def forget(self, sid):
+        """Session `sid` is known to be empty (its only process is gone): its id may be reused."""
+        with self.lock:
+            self.sessions.discard(sid)
+
     @staticmethod
     def members(sid):
         """PIDs of every live (not zombie) process in session `sid`."""
+        return Processes.members_of({sid})
+
+    @staticmethod
+    def members_of(sids):
+        """PIDs of every live (not zombie) process in any of the sessions `sids` (one /proc scan)."""
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -76,7 +99,7 @@ class Processes:
                 fields = proc_stat_fields(entry)
             except (OSError, ValueError, IndexError):
                 continue
-            if int(fields[3]) == sid and fields[0] != "Z":
+            if int(fields[3]) in sids and fields[0] != "Z":
                 found.append(int(entry))
         return found
 
@@ -103,8 +126,14 @@ class Processes:
         with self.lock:
             sessions = sorted(self.sessions)
         for _ in range(3):
-            if not sum(len(self.kill_session(sid)) for sid in sessions):
+            pids = self.members_of(set(sessions))
+            if not pids:
                 break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             time.sleep(0.1)
         for sid in sessions:
             try:
