@@ -365,7 +365,9 @@ fn readyz_and_metrics_follow_a_handover() {
         .unwrap();
     let version = String::from_utf8_lossy(&version.stdout).into_owned();
     assert!(
-        version.contains(&format!("({})", build.labels["target"])),
+        [")", ","]
+            .iter()
+            .any(|end| version.contains(&format!("({}{end}", build.labels["target"]))),
         "target {:?} is not the one --version names: {version}",
         build.labels["target"]
     );

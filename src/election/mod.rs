@@ -37,6 +37,7 @@ pub use retry::Backoff;
 pub use session::RenewalClock;
 
 use crate::etcd::{self, Client};
+use crate::log;
 use observe::LeaderView;
 use session::Keeper;
 
@@ -101,9 +102,10 @@ impl Settings {
         (self.renew_deadline + self.lease_ttl) / 2
     }
 
-    /// The longest pause of the back-offs: LEASE_DURATION, at least four RETRY_PERIODs.
+    /// The longest pause of the back-offs: four RETRY_PERIODs. A waiter is back in the queue at
+    /// most that long after a storm of deletions ends.
     pub fn backoff_cap(&self) -> Duration {
-        self.lease_ttl.max(4 * self.retry_period)
+        4 * self.retry_period
     }
 
     pub(crate) fn ttl_secs(&self) -> i64 {
@@ -131,6 +133,10 @@ pub enum Loss {
     LeaseGone,
     /// A keepalive was acknowledged only after RENEW_DEADLINE had passed (the process stalled).
     RenewalLapsed,
+    /// An instance with our identity took our key over (while our lease went unrenewed).
+    Superseded,
+    /// etcd refused to let us read our key (e.g. permissions changed).
+    Unconfirmed,
 }
 
 impl std::fmt::Display for Loss {
@@ -139,6 +145,8 @@ impl std::fmt::Display for Loss {
             Loss::KeyDeleted => "our key was deleted",
             Loss::LeaseGone => "our lease is gone",
             Loss::RenewalLapsed => "a renewal came back after the renew deadline had passed",
+            Loss::Superseded => "an instance with our identity took our key over",
+            Loss::Unconfirmed => "etcd refused to let us read our key",
         })
     }
 }
@@ -323,8 +331,16 @@ impl Election {
             (state.lease.take(), state.keeper.take())
         };
         // The revoke first: it deletes our key at once and lets the next leader start; the other
-        // threads are told to stop once it is done.
+        // threads are told to stop once it is done. Not a lease that may have been adopted.
         let revoked = match lease {
+            Some(lease) if self.may_be_adopted() => {
+                log::warn(
+                    "not revoking our lease: it went unrenewed long enough for an instance with \
+                     our identity to have adopted it; it expires by itself",
+                    &[("lease", &format!("{lease:x}"))],
+                );
+                Ok(())
+            }
             Some(lease) => session::revoke(&self.shared.client, lease),
             None => Ok(()),
         };
@@ -336,6 +352,14 @@ impl Election {
             let _ = finished.recv_timeout(FINISH_WAIT);
         }
         revoked
+    }
+
+    /// Whether an instance with our identity may own our lease now: it lapsed and our key was not
+    /// written since, or it has gone unrenewed past the kill point (when a takeover may adopt it).
+    fn may_be_adopted(&self) -> bool {
+        let clock = &self.shared.clock;
+        let kill_point = self.shared.settings.kill_point();
+        clock.lapsed() || clock.renewal_age().is_none_or(|age| age >= kill_point)
     }
 }
 

@@ -2,15 +2,20 @@
 //! I/O, so that every answer a gateway can give is tested on canned JSON.
 //!
 //! A candidate's key is `<lock>/<lease id in lower-case hex>` = identity, attached to its lease and
-//! created by a transaction guarded on `create_revision == 0`; its create_revision is its place. The
-//! leader is the key with the lowest create_revision. A *look* is one transaction that proves our
-//! key still exists with our revision and reads the key just before ours (and the leader, for the
-//! status): an answer that lacks any of it is an error, never "nobody ahead of us".
+//! created by a transaction guarded on `create_revision == 0`; its create_revision is its place.
+//! The leaders are the HOLDERS keys with the lowest create_revisions (one, by default).
+//!
+//! Ownership is proven, never assumed: a key is ours while it has our create_revision *and* the
+//! mod_revision of our last write to it (its *stamp*). Creating the key writes it; adopting an
+//! earlier run's key (seamless takeover) is a *claim*, a transaction that rewrites it only if nobody
+//! else has since — so of two instances with one identity only one can hold the key, and the other
+//! sees on its next look or confirm that its stamp is gone. Every answer that lacks what it must
+//! prove is an error, never "nobody ahead of us".
 
 use crate::etcd::wire::prefix_end;
 use crate::etcd::{
-    Compare, CompareResult, KeyValue, Op, OpResponse, RangeRequest, RangeResponse, SortOrder,
-    SortTarget, TxnRequest, TxnResponse,
+    Compare, CompareResult, CompareTarget, KeyValue, Op, OpResponse, RangeRequest, RangeResponse,
+    SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 
 /// `<lock>/`.
@@ -25,14 +30,9 @@ pub(crate) fn key_for(lock: &str, lease: i64) -> String {
 
 /// The key with the lowest create_revision under the prefix: the leader's.
 pub(crate) fn leader_range(lock: &str) -> RangeRequest {
-    holders_range(lock, 1)
-}
-
-/// The `holders` keys with the lowest create_revisions: those that lead (HOLDERS).
-fn holders_range(lock: &str, holders: u32) -> RangeRequest {
     RangeRequest::prefix(prefix(lock))
         .sort(SortTarget::Create, SortOrder::Ascend)
-        .limit(i64::from(holders))
+        .limit(1)
 }
 
 /// The identity a key carries (its value), for logs and the status.
@@ -45,18 +45,32 @@ pub(crate) fn name_of(kv: &KeyValue) -> String {
     String::from_utf8_lossy(&kv.key).into_owned()
 }
 
-/// Where a freshly created key stands.
+/// Our key, as a transaction writes it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ours<'a> {
+    pub key: &'a str,
+    pub identity: &'a str,
+    pub lease: i64,
+}
+
+/// Where our key stands, as one transaction saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Created {
-    /// Its create_revision.
-    pub revision: i64,
-    /// The same transaction saw it at the head of the queue: we lead without another look.
-    pub at_head: bool,
-    /// The leader's identity as the transaction saw it.
-    pub leader: Option<String>,
-    /// Another live key with our identity (an earlier run of ours), when the transaction was asked
-    /// to look for one.
-    pub twin: Option<KeyValue>,
+pub(crate) enum Position {
+    /// Fewer keys than HOLDERS are ahead of us: we lead.
+    Head { revision: i64 },
+    /// `ahead` are the HOLDERS keys just ahead of us, nearest first; `alone` when they are the
+    /// only keys ahead.
+    Behind {
+        ahead: Vec<KeyValue>,
+        alone: bool,
+        revision: i64,
+        leader: Option<String>,
+    },
+    /// Our key no longer exists with our revision.
+    Lost,
+    /// Our key exists, with our lease, but someone else wrote it since we did: an instance with our
+    /// identity took it (and our lease) over. Neither is ours any more.
+    Taken,
 }
 
 /// How [`create`] is to create our key.
@@ -71,27 +85,38 @@ pub(crate) enum Join {
     Force,
 }
 
-/// What our key is, for [`create`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ours<'a> {
-    pub key: &'a str,
-    pub identity: &'a str,
-    pub lease: i64,
+/// What a join learnt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Created {
+    /// Our key's create_revision, and its stamp (the same: the put created it).
+    pub revision: i64,
+    pub position: Position,
+    /// Another live key with our identity (an earlier run of ours), when asked to look.
+    pub twin: Option<KeyValue>,
 }
 
-/// Creates our key if it does not exist, and reads the head of the queue (which sees our put): the
-/// `holders` lowest keys. With [`Join::Force`], every other key under the prefix is deleted first
-/// — in two ranges around our key, since etcd refuses a put inside a range the same transaction
-/// deletes.
+/// The ranges that tell where a key created at revision `below + 1` stands: the `holders` keys just
+/// below it (nearest first) and the leader.
+fn standing(lock: &str, below: i64, holders: u32) -> [Op; 2] {
+    let ahead = RangeRequest::prefix(prefix(lock))
+        .max_create_revision(below)
+        .sort(SortTarget::Create, SortOrder::Descend)
+        .limit(i64::from(holders));
+    [Op::Range(ahead), Op::Range(leader_range(lock))]
+}
+
+/// Creates our key if it does not exist, and reads where it stands (which sees our put): the
+/// `holders` + 1 newest keys — ours first, then those just ahead — and the leader. With
+/// [`Join::Force`], every other key under the prefix is deleted first, in two ranges around our key
+/// (etcd refuses a put inside a range the same transaction deletes).
 pub(crate) fn create(lock: &str, ours: Ours<'_>, join: Join, holders: u32) -> TxnRequest {
     let Ours {
         key,
         identity,
         lease,
     } = ours;
-    let force = join == Join::Force;
     let mut success = Vec::new();
-    if force {
+    if join == Join::Force {
         let prefix = prefix(lock).into_bytes();
         let mut after_key = key.as_bytes().to_vec();
         after_key.push(0);
@@ -109,134 +134,141 @@ pub(crate) fn create(lock: &str, ours: Ours<'_>, join: Join, holders: u32) -> Tx
         value: identity.as_bytes().to_vec(),
         lease,
     });
-    success.push(Op::Range(holders_range(lock, holders)));
+    // Our key is the newest: the newest holders + 1 are ours and those just ahead of it.
+    let newest = RangeRequest::prefix(prefix(lock))
+        .sort(SortTarget::Create, SortOrder::Descend)
+        .limit(i64::from(holders) + 1);
+    success.push(Op::Range(newest));
+    success.push(Op::Range(leader_range(lock)));
     if join == Join::LookForTwin {
         success.push(Op::Range(RangeRequest::prefix(prefix(lock))));
     }
     TxnRequest {
         compare: vec![Compare::create_revision(key, CompareResult::Equal, 0)],
         success,
-        failure: vec![Op::Range(RangeRequest::key(key))],
-    }
-}
-
-/// Reads the answer to [`create`] for `join`. A failed compare means the key exists already (the
-/// lease was reused): its own create_revision is kept, unless it belongs to another lease.
-pub(crate) fn created(answer: TxnResponse, ours: Ours<'_>, join: Join) -> Result<Created, String> {
-    let Ours {
-        key,
-        identity,
-        lease,
-    } = ours;
-    if answer.succeeded {
-        let mut ranges = answer.responses.into_iter().filter_map(|op| match op {
-            OpResponse::Range(range) => Some(range),
-            _ => None,
-        });
-        let heads = ranges
-            .next()
-            .ok_or("the create answered without the head of the queue")?
-            .kvs;
-        let twin = match join {
-            Join::LookForTwin => ranges
-                .next()
-                .ok_or("the create answered without the keys under the lock")?
-                .kvs
-                .into_iter()
-                .find(|kv| kv.value == identity.as_bytes() && kv.lease != 0 && kv.lease != lease),
-            Join::Plain | Join::Force => None,
-        };
-        return Ok(Created {
-            revision: answer.header.revision,
-            at_head: heads.iter().any(|kv| kv.key == key.as_bytes()),
-            leader: heads.first().map(identity_of),
-            twin,
-        });
-    }
-    let existing = last_range(answer.responses)
-        .and_then(|range| range.kvs.into_iter().next())
-        .ok_or_else(|| format!("the create of {key} failed and the key cannot be read"))?;
-    if existing.lease != lease {
-        return Err(format!(
-            "{key} exists with another lease ({:x})",
-            existing.lease
-        ));
-    }
-    Ok(Created {
-        revision: existing.create_revision,
-        at_head: false,
-        leader: None,
-        twin: None,
-    })
-}
-
-/// Where our key stands, as one look saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Position {
-    /// Fewer keys than HOLDERS are ahead of us: we lead.
-    Head { revision: i64 },
-    /// `ahead` are the HOLDERS keys just ahead of us, nearest first; `alone` when they are the
-    /// only keys ahead.
-    Behind {
-        ahead: Vec<KeyValue>,
-        alone: bool,
-        revision: i64,
-        leader: Option<String>,
-    },
-    /// Our key no longer exists with our revision.
-    Lost,
-}
-
-/// The look for our `key` created at `revision`: does it still exist, and which `holders` keys are
-/// just ahead of it? (Fewer than `holders`: we lead.)
-pub(crate) fn look(lock: &str, key: &str, revision: i64, holders: u32) -> TxnRequest {
-    let predecessor = RangeRequest::prefix(prefix(lock))
-        .max_create_revision(revision.saturating_sub(1))
-        .sort(SortTarget::Create, SortOrder::Descend)
-        .limit(i64::from(holders));
-    TxnRequest {
-        compare: vec![Compare::create_revision(
-            key,
-            CompareResult::Equal,
-            revision,
-        )],
-        success: vec![Op::Range(predecessor), Op::Range(leader_range(lock))],
         failure: vec![],
     }
 }
 
-/// Reads the answer to [`look`] for `holders`; both ranges must be there.
-pub(crate) fn position(answer: TxnResponse, holders: u32) -> Result<Position, String> {
+/// Reads the answer to [`create`]. `Ok(None)`: our key already exists — with our lease, it can only
+/// be one an instance with our identity took over: the lease is not ours to use any more.
+pub(crate) fn created(
+    answer: TxnResponse,
+    ours: Ours<'_>,
+    join: Join,
+    holders: u32,
+) -> Result<Option<Created>, String> {
     if !answer.succeeded {
-        return Ok(Position::Lost);
+        return Ok(None);
     }
     let revision = answer.header.revision;
-    let ranges: Vec<RangeResponse> = answer
-        .responses
-        .into_iter()
-        .filter_map(|op| match op {
-            OpResponse::Range(range) => Some(range),
-            _ => None,
-        })
-        .collect();
-    let [predecessor, leader]: [RangeResponse; 2] = ranges
+    let mut ranges = ranges(answer.responses).into_iter();
+    let mut newest = ranges
+        .next()
+        .ok_or("the create answered without our place")?;
+    let leader = ranges
+        .next()
+        .ok_or("the create answered without the leader")?;
+    if newest
+        .kvs
+        .first()
+        .is_none_or(|kv| kv.key != ours.key.as_bytes())
+    {
+        return Err("the create answered a place without our key".into());
+    }
+    newest.kvs.remove(0);
+    let position = standing_of(newest, leader, revision, holders);
+    let twin = match join {
+        Join::LookForTwin => ranges
+            .next()
+            .ok_or("the create answered without the keys under the lock")?
+            .kvs
+            .into_iter()
+            .find(|kv| {
+                kv.value == ours.identity.as_bytes() && kv.lease != 0 && kv.lease != ours.lease
+            }),
+        Join::Plain | Join::Force => None,
+    };
+    Ok(Some(Created {
+        revision,
+        position,
+        twin,
+    }))
+}
+
+/// The look for our key created at `revision` with stamp `stamp`: is it still ours, and which
+/// `holders` keys are just ahead of it? (Fewer than `holders`: we lead.) When it is not ours, our key
+/// is read to tell [`Position::Lost`] from [`Position::Taken`].
+pub(crate) fn look(lock: &str, key: &str, revision: i64, stamp: i64, holders: u32) -> TxnRequest {
+    TxnRequest {
+        compare: ours_still(key, revision, stamp),
+        success: standing(lock, revision.saturating_sub(1), holders).to_vec(),
+        failure: vec![Op::Range(RangeRequest::key(key))],
+    }
+}
+
+/// Reads the answer to [`look`] for our `lease` and `holders`; both ranges must be there.
+pub(crate) fn position(answer: TxnResponse, lease: i64, holders: u32) -> Result<Position, String> {
+    let revision = answer.header.revision;
+    let succeeded = answer.succeeded;
+    let ranges = ranges(answer.responses);
+    if !succeeded {
+        let ours = ranges.first().and_then(|r| r.kvs.first());
+        return Ok(match ours {
+            Some(kv) if kv.lease == lease => Position::Taken,
+            _ => Position::Lost,
+        });
+    }
+    let [ahead, leader]: [RangeResponse; 2] = ranges
         .try_into()
         .map_err(|ranges: Vec<_>| format!("the look answered {} of 2 ranges", ranges.len()))?;
-    let leader = leader.kvs.first().map(identity_of);
-    // etcd sets `more` after dropping the keys above max_create_revision (`count` is before).
-    let alone = !predecessor.more;
-    let ahead = predecessor.kvs;
-    Ok(
-        match ahead.len() < usize::try_from(holders).unwrap_or(usize::MAX) {
-            true => Position::Head { revision },
-            false => Position::Behind {
-                ahead,
-                alone,
-                revision,
-                leader,
-            },
-        },
-    )
+    Ok(standing_of(ahead, leader, revision, holders))
+}
+
+/// Adopting an earlier run's key `twin` (as last read): rewrite it with its lease, only if nobody
+/// wrote it since — one instance wins the claim. Reads where it stands, as a look would.
+pub(crate) fn claim(lock: &str, twin: &KeyValue, identity: &str, holders: u32) -> TxnRequest {
+    let key = twin.key.clone();
+    TxnRequest {
+        compare: vec![
+            Compare::of(
+                key.clone(),
+                CompareResult::Equal,
+                CompareTarget::Mod(twin.mod_revision),
+            ),
+            Compare::of(
+                key.clone(),
+                CompareResult::Equal,
+                CompareTarget::Lease(twin.lease),
+            ),
+        ],
+        success: [
+            vec![Op::Put {
+                key,
+                value: identity.as_bytes().to_vec(),
+                lease: twin.lease,
+            }],
+            standing(lock, twin.create_revision.saturating_sub(1), holders).to_vec(),
+        ]
+        .concat(),
+        failure: vec![],
+    }
+}
+
+/// Reads the answer to [`claim`]: our stamp and where the key stands, or `None` when another
+/// instance wrote the key first.
+pub(crate) fn claimed(
+    answer: TxnResponse,
+    holders: u32,
+) -> Result<Option<(i64, Position)>, String> {
+    if !answer.succeeded {
+        return Ok(None);
+    }
+    let stamp = answer.header.revision;
+    let [ahead, leader]: [RangeResponse; 2] = ranges(answer.responses)
+        .try_into()
+        .map_err(|ranges: Vec<_>| format!("the claim answered {} of 2 ranges", ranges.len()))?;
+    Ok(Some((stamp, standing_of(ahead, leader, stamp, holders))))
 }
 
 /// The leader's check that its key is still its own: a read of the key.
@@ -244,11 +276,29 @@ pub(crate) fn confirm(key: &str) -> RangeRequest {
     RangeRequest::key(key)
 }
 
-/// Reads the answer to [`confirm`]: the revision it was read at if our key (our revision) is
-/// there, `None` if it is gone.
-pub(crate) fn confirmed(answer: &RangeResponse, revision: i64) -> Option<i64> {
-    let ours = answer.kvs.iter().any(|kv| kv.create_revision == revision);
-    ours.then_some(answer.header.revision)
+/// What a [`confirm`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Confirmed {
+    /// Still ours; read at this revision.
+    Ours(i64),
+    Lost,
+    Taken,
+}
+
+/// Reads the answer to [`confirm`] for our key (`revision`, `stamp`, `lease`).
+pub(crate) fn confirmed(
+    answer: &RangeResponse,
+    revision: i64,
+    stamp: i64,
+    lease: i64,
+) -> Confirmed {
+    match answer.kvs.first() {
+        Some(kv) if kv.create_revision == revision && kv.mod_revision == stamp => {
+            Confirmed::Ours(answer.header.revision)
+        }
+        Some(kv) if kv.create_revision == revision && kv.lease == lease => Confirmed::Taken,
+        _ => Confirmed::Lost,
+    }
 }
 
 /// The identity of the leader in a range answered for [`leader_range`].
@@ -256,11 +306,43 @@ pub(crate) fn leader_of(answer: &RangeResponse) -> Option<String> {
     answer.kvs.first().map(identity_of)
 }
 
-fn last_range(responses: Vec<OpResponse>) -> Option<RangeResponse> {
-    responses.into_iter().rev().find_map(|op| match op {
-        OpResponse::Range(range) => Some(range),
-        _ => None,
-    })
+/// `create_revision == revision && mod_revision == stamp` on `key`.
+fn ours_still(key: &str, revision: i64, stamp: i64) -> Vec<Compare> {
+    vec![
+        Compare::of(key, CompareResult::Equal, CompareTarget::Create(revision)),
+        Compare::of(key, CompareResult::Equal, CompareTarget::Mod(stamp)),
+    ]
+}
+
+/// Where a key stands given the `holders` keys read just below it (nearest first).
+fn standing_of(
+    ahead: RangeResponse,
+    leader: RangeResponse,
+    revision: i64,
+    holders: u32,
+) -> Position {
+    let leader = leader.kvs.first().map(identity_of);
+    // etcd sets `more` after dropping the keys above max_create_revision (`count` is before).
+    let alone = !ahead.more;
+    match ahead.kvs.len() < usize::try_from(holders).unwrap_or(usize::MAX) {
+        true => Position::Head { revision },
+        false => Position::Behind {
+            ahead: ahead.kvs,
+            alone,
+            revision,
+            leader,
+        },
+    }
+}
+
+fn ranges(responses: Vec<OpResponse>) -> Vec<RangeResponse> {
+    responses
+        .into_iter()
+        .filter_map(|op| match op {
+            OpResponse::Range(range) => Some(range),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -289,13 +371,17 @@ mod tests {
     }
 
     #[test]
-    fn a_create_puts_with_the_lease_guarded_on_absence_and_reads_the_head() {
+    fn a_create_puts_with_the_lease_guarded_on_absence_and_reads_its_place() {
         let body = create("l", ours("l/1f", 31), Join::Plain, 1).to_json();
         assert_eq!(body["compare"][0]["create_revision"], "0");
         assert_eq!(body["success"][0]["request_put"]["lease"], "31");
-        assert_eq!(body["success"][1]["request_range"]["limit"], "1");
-        assert_eq!(body["success"][1]["request_range"]["sort_order"], "ASCEND");
-        assert_eq!(body["failure"][0]["request_range"]["key"], "bC8xZg==");
+        let newest = &body["success"][1]["request_range"];
+        assert_eq!(
+            (newest["limit"].as_str(), newest["sort_order"].as_str()),
+            (Some("2"), Some("DESCEND"))
+        );
+        assert_eq!(body["success"][2]["request_range"]["sort_order"], "ASCEND");
+        assert_eq!(body["failure"], serde_json::json!([]));
     }
 
     #[test]
@@ -310,94 +396,102 @@ mod tests {
     }
 
     #[test]
-    fn a_created_key_at_the_head_leads_at_once() {
-        let answer = txn(
+    fn a_created_key_alone_leads_at_once_and_one_behind_another_knows_its_predecessor() {
+        let head = txn(
             r#"{"header":{"revision":"12"},"succeeded":true,"responses":[
               {"response_put":{"header":{"revision":"12"}}},
-              {"response_range":{"header":{"revision":"12"},"kvs":[{"key":"bC8xZg==","value":"bWU=","create_revision":"12","lease":"31"}],"count":"1"}}]}"#,
+              {"response_range":{"kvs":[{"key":"bC8xZg==","value":"bWU=","create_revision":"12","lease":"31"}],"count":"1"}},
+              {"response_range":{"kvs":[{"key":"bC8xZg==","value":"bWU="}]}}]}"#,
         );
-        let created = created(answer, ours("l/1f", 31), Join::Plain).unwrap();
-        assert_eq!(created.revision, 12);
-        assert!(created.at_head);
-        assert_eq!(created.leader.as_deref(), Some("me"));
-    }
-
-    #[test]
-    fn a_created_key_behind_another_waits_and_a_missing_head_is_an_error() {
+        let first = created(head, ours("l/1f", 31), Join::Plain, 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.revision, 12);
+        assert_eq!(first.position, Position::Head { revision: 12 });
         let behind = txn(
             r#"{"header":{"revision":"13"},"succeeded":true,"responses":[
               {"response_put":{}},
-              {"response_range":{"kvs":[{"key":"bC9h","value":"b3RoZXI=","create_revision":"4"}],"more":true,"count":"2"}}]}"#,
+              {"response_range":{"kvs":[{"key":"bC8xZg==","create_revision":"13"},{"key":"bC9h","value":"b3RoZXI=","create_revision":"4"}],"more":true,"count":"3"}},
+              {"response_range":{"kvs":[{"key":"bC96","value":"bGVhZA=="}]}}]}"#,
         );
-        let created = created(behind, ours("l/1f", 31), Join::Plain).unwrap();
-        assert!(!created.at_head);
-        assert_eq!(created.leader.as_deref(), Some("other"));
-        let no_head = txn(
-            r#"{"header":{"revision":"13"},"succeeded":true,"responses":[{"response_put":{}}]}"#,
+        let created = created(behind, ours("l/1f", 31), Join::Plain, 1)
+            .unwrap()
+            .unwrap();
+        let Position::Behind {
+            ahead,
+            alone,
+            leader,
+            ..
+        } = created.position
+        else {
+            panic!("expected Behind");
+        };
+        assert_eq!(
+            (ahead.len(), ahead[0].create_revision, alone),
+            (1, 4, false)
         );
-        assert!(super::created(no_head, ours("l/1f", 31), Join::Plain).is_err());
+        assert_eq!(leader.as_deref(), Some("lead"));
     }
 
     #[test]
-    fn a_failed_create_keeps_the_existing_key_of_our_lease_only() {
-        let exists = |lease: &str| {
-            txn(&format!(
-                r#"{{"header":{{"revision":"20"}},"responses":[{{"response_range":{{"kvs":[{{"key":"bC8xZg==","create_revision":"9","lease":"{lease}"}}]}}}}]}}"#
-            ))
-        };
-        assert_eq!(
-            created(exists("31"), ours("l/1f", 31), Join::Plain)
-                .unwrap()
-                .revision,
-            9
-        );
-        assert!(created(exists("32"), ours("l/1f", 31), Join::Plain).is_err());
-        let unreadable = txn(r#"{"header":{"revision":"20"},"responses":[{"response_range":{}}]}"#);
-        assert!(created(unreadable, ours("l/1f", 31), Join::Plain).is_err());
+    fn a_create_answer_without_our_key_or_a_range_is_an_error_and_a_failed_compare_means_taken() {
+        for answer in [
+            r#"{"header":{"revision":"13"},"succeeded":true,"responses":[{"response_put":{}}]}"#,
+            r#"{"header":{"revision":"13"},"succeeded":true,"responses":[{"response_put":{}},{"response_range":{}},{"response_range":{}}]}"#,
+            r#"{"header":{"revision":"13"},"succeeded":true,"responses":[{"response_put":{}},{"response_range":{"kvs":[{"key":"bC9h"}]}},{"response_range":{}}]}"#,
+        ] {
+            assert!(
+                created(txn(answer), ours("l/1f", 31), Join::Plain, 1).is_err(),
+                "{answer}"
+            );
+        }
+        let failed = txn(r#"{"header":{"revision":"20"}}"#);
+        assert_eq!(created(failed, ours("l/1f", 31), Join::Plain, 1), Ok(None));
     }
 
     #[test]
     fn a_join_that_looks_for_a_twin_finds_an_earlier_run_of_ours_only() {
         let body = create("l", ours("l/1f", 31), Join::LookForTwin, 1).to_json();
-        assert_eq!(body["success"][2]["request_range"]["range_end"], "bDA="); // the prefix's end
+        assert_eq!(body["success"][3]["request_range"]["range_end"], "bDA="); // the prefix's end
                                                                               // Keys: someone else, an earlier run of ours (lease 9), and our own new key (lease 31).
         let answer = txn(
             r#"{"header":{"revision":"12"},"succeeded":true,"responses":[
               {"response_put":{}},
-              {"response_range":{"kvs":[{"key":"bC9h","value":"eW91","create_revision":"3","lease":"7"}]}},
+              {"response_range":{"kvs":[{"key":"bC8xZg==","create_revision":"12"},{"key":"bC85","create_revision":"5"}],"more":true}},
+              {"response_range":{"kvs":[{"key":"bC9h","value":"eW91"}]}},
               {"response_range":{"kvs":[
                 {"key":"bC9h","value":"eW91","create_revision":"3","lease":"7"},
                 {"key":"bC85","value":"bWU=","create_revision":"5","lease":"9"},
                 {"key":"bC8xZg==","value":"bWU=","create_revision":"12","lease":"31"}]}}]}"#,
         );
-        let found = created(answer.clone(), ours("l/1f", 31), Join::LookForTwin).unwrap();
-        assert_eq!(found.twin.map(|kv| kv.lease), Some(9));
-        let not_asked = created(answer, ours("l/1f", 31), Join::Plain).unwrap();
-        assert_eq!(not_asked.twin, None);
-        let missing = txn(
-            r#"{"header":{"revision":"12"},"succeeded":true,"responses":[{"response_put":{}},{"response_range":{}}]}"#,
-        );
-        assert!(created(missing, ours("l/1f", 31), Join::LookForTwin).is_err());
+        let found = created(answer.clone(), ours("l/1f", 31), Join::LookForTwin, 1).unwrap();
+        assert_eq!(found.and_then(|c| c.twin).map(|kv| kv.lease), Some(9));
+        let not_asked = created(answer, ours("l/1f", 31), Join::Plain, 1).unwrap();
+        assert_eq!(not_asked.and_then(|c| c.twin), None);
     }
 
     #[test]
-    fn a_look_proves_our_key_and_reads_the_predecessor_below_our_revision() {
-        let body = look("l", "l/1f", 12, 1).to_json();
+    fn a_look_proves_our_revision_and_stamp_and_reads_the_keys_just_ahead() {
+        let body = look("l", "l/1f", 12, 15, 1).to_json();
+        assert_eq!(body["compare"][0]["target"], "CREATE");
         assert_eq!(body["compare"][0]["create_revision"], "12");
-        let predecessor = &body["success"][0]["request_range"];
-        assert_eq!(predecessor["max_create_revision"], "11");
-        assert_eq!(predecessor["sort_order"], "DESCEND");
-        assert_eq!(predecessor["sort_target"], "CREATE");
-        assert_eq!(predecessor["limit"], "1");
+        assert_eq!(body["compare"][1]["target"], "MOD");
+        assert_eq!(body["compare"][1]["mod_revision"], "15");
+        let ahead = &body["success"][0]["request_range"];
+        assert_eq!(ahead["max_create_revision"], "11");
+        assert_eq!(ahead["sort_order"], "DESCEND");
+        assert_eq!(ahead["sort_target"], "CREATE");
+        assert_eq!(ahead["limit"], "1");
+        assert_eq!(body["failure"][0]["request_range"]["key"], "bC8xZg==");
     }
 
     #[test]
-    fn look_answers_give_head_behind_or_lost() {
+    fn look_answers_give_head_behind_lost_or_taken() {
         let head = txn(
             r#"{"header":{"revision":"30"},"succeeded":true,"responses":[
               {"response_range":{}},{"response_range":{"kvs":[{"key":"bC8xZg==","value":"bWU="}],"count":"1"}}]}"#,
         );
-        assert_eq!(position(head, 1), Ok(Position::Head { revision: 30 }));
+        assert_eq!(position(head, 31, 1), Ok(Position::Head { revision: 30 }));
         let behind = txn(
             r#"{"header":{"revision":"31"},"succeeded":true,"responses":[
               {"response_range":{"kvs":[{"key":"bC9h","value":"YQ==","create_revision":"7"}],"count":"3"}},
@@ -408,7 +502,7 @@ mod tests {
             alone,
             revision,
             leader,
-        }) = position(behind, 1)
+        }) = position(behind, 31, 1)
         else {
             panic!("expected Behind");
         };
@@ -419,30 +513,46 @@ mod tests {
               {"response_range":{"kvs":[{"key":"bC9i"}],"more":true,"count":"3"}},{"response_range":{}}]}"#,
         );
         assert!(matches!(
-            position(crowded, 1),
+            position(crowded, 31, 1),
             Ok(Position::Behind { alone: false, .. })
         ));
-        assert_eq!(
-            position(txn(r#"{"header":{"revision":"32"}}"#), 1),
-            Ok(Position::Lost)
+        let gone = txn(r#"{"header":{"revision":"32"},"responses":[{"response_range":{}}]}"#);
+        assert_eq!(position(gone, 31, 1), Ok(Position::Lost));
+        let taken = txn(
+            r#"{"header":{"revision":"32"},"responses":[{"response_range":{"kvs":[{"key":"bC8xZg==","create_revision":"12","mod_revision":"20","lease":"31"}]}}]}"#,
         );
+        assert_eq!(position(taken, 31, 1), Ok(Position::Taken));
+    }
+
+    #[test]
+    fn a_look_answer_missing_a_range_is_an_error_not_the_head() {
+        for answer in [
+            r#"{"header":{"revision":"30"},"succeeded":true}"#,
+            r#"{"header":{"revision":"30"},"succeeded":true,"responses":[{"response_range":{}}]}"#,
+            r#"{"header":{"revision":"30"},"succeeded":true,"responses":[{"response_put":{}},{"response_range":{}}]}"#,
+        ] {
+            assert!(position(txn(answer), 31, 1).is_err(), "{answer}");
+        }
     }
 
     #[test]
     fn with_two_holders_one_key_ahead_still_leads_and_two_keys_ahead_wait() {
-        let body = look("l", "l/1f", 12, 2).to_json();
+        let body = look("l", "l/1f", 12, 12, 2).to_json();
         assert_eq!(body["success"][0]["request_range"]["limit"], "2");
         let one_ahead = txn(
             r#"{"header":{"revision":"31"},"succeeded":true,"responses":[
               {"response_range":{"kvs":[{"key":"bC9h","create_revision":"7"}]}},{"response_range":{}}]}"#,
         );
-        assert_eq!(position(one_ahead, 2), Ok(Position::Head { revision: 31 }));
+        assert_eq!(
+            position(one_ahead, 31, 2),
+            Ok(Position::Head { revision: 31 })
+        );
         let two_ahead = txn(
             r#"{"header":{"revision":"31"},"succeeded":true,"responses":[
               {"response_range":{"kvs":[{"key":"bC9i","create_revision":"9"},{"key":"bC9h","create_revision":"7"}]}},
               {"response_range":{}}]}"#,
         );
-        let Ok(Position::Behind { ahead, .. }) = position(two_ahead, 2) else {
+        let Ok(Position::Behind { ahead, .. }) = position(two_ahead, 31, 2) else {
             panic!("expected Behind");
         };
         assert_eq!(
@@ -453,28 +563,53 @@ mod tests {
             [9, 7]
         );
         let body = create("l", ours("l/1f", 31), Join::Plain, 2).to_json();
-        assert_eq!(body["success"][1]["request_range"]["limit"], "2");
+        assert_eq!(body["success"][1]["request_range"]["limit"], "3");
     }
 
     #[test]
-    fn a_look_answer_missing_a_range_is_an_error_not_the_head() {
-        for answer in [
-            r#"{"header":{"revision":"30"},"succeeded":true}"#,
-            r#"{"header":{"revision":"30"},"succeeded":true,"responses":[{"response_range":{}}]}"#,
-            r#"{"header":{"revision":"30"},"succeeded":true,"responses":[{"response_put":{}},{"response_range":{}}]}"#,
-        ] {
-            assert!(position(txn(answer), 1).is_err(), "{answer}");
-        }
+    fn a_claim_rewrites_the_twin_only_if_nobody_wrote_it_since() {
+        let twin = KeyValue {
+            key: b"l/9".to_vec(),
+            value: b"me".to_vec(),
+            create_revision: 5,
+            mod_revision: 6,
+            version: 2,
+            lease: 9,
+        };
+        let body = claim("l", &twin, "me", 1).to_json();
+        assert_eq!(body["compare"][0]["target"], "MOD");
+        assert_eq!(body["compare"][0]["mod_revision"], "6");
+        assert_eq!(body["compare"][1]["target"], "LEASE");
+        assert_eq!(body["compare"][1]["lease"], "9");
+        assert_eq!(body["success"][0]["request_put"]["lease"], "9");
+        assert_eq!(
+            body["success"][1]["request_range"]["max_create_revision"],
+            "4"
+        );
+        let won = txn(
+            r#"{"header":{"revision":"40"},"succeeded":true,"responses":[{"response_put":{}},{"response_range":{}},{"response_range":{}}]}"#,
+        );
+        assert_eq!(
+            claimed(won, 1),
+            Ok(Some((40, Position::Head { revision: 40 })))
+        );
+        assert_eq!(claimed(txn(r#"{"header":{"revision":"40"}}"#), 1), Ok(None));
     }
 
     #[test]
-    fn a_confirmation_needs_our_revision() {
-        let answer: RangeResponse = serde_json::from_str(
-            r#"{"header":{"revision":"40"},"kvs":[{"key":"bC8xZg==","create_revision":"12"}],"count":"1"}"#,
-        )
-        .unwrap();
-        assert_eq!(confirmed(&answer, 12), Some(40));
-        assert_eq!(confirmed(&answer, 13), None);
-        assert_eq!(confirmed(&RangeResponse::default(), 12), None);
+    fn a_confirmation_needs_our_revision_and_stamp() {
+        let read = |mod_revision: i64, lease: i64| -> RangeResponse {
+            serde_json::from_str(&format!(
+                r#"{{"header":{{"revision":"40"}},"kvs":[{{"key":"bC8xZg==","create_revision":"12","mod_revision":"{mod_revision}","lease":"{lease}"}}],"count":"1"}}"#
+            ))
+            .unwrap()
+        };
+        assert_eq!(confirmed(&read(12, 31), 12, 12, 31), Confirmed::Ours(40));
+        assert_eq!(confirmed(&read(20, 31), 12, 12, 31), Confirmed::Taken);
+        assert_eq!(confirmed(&read(20, 7), 12, 12, 31), Confirmed::Lost);
+        assert_eq!(
+            confirmed(&RangeResponse::default(), 12, 12, 31),
+            Confirmed::Lost
+        );
     }
 }

@@ -25,7 +25,9 @@ use crate::clock::BootInstant;
 use crate::etcd::{self, Client};
 use crate::log;
 
-/// When the last acknowledged keepalive was sent; see the module docs.
+/// When the last acknowledged keepalive was sent; see the module docs. While leading, the clock
+/// also holds when the leader last proved its key (a confirm that read it): a leader is only as
+/// fresh as the older of the two, so one that cannot prove its key stops by the same deadline.
 #[derive(Debug)]
 pub struct RenewalClock {
     renew_deadline: Duration,
@@ -35,8 +37,25 @@ pub struct RenewalClock {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct ClockState {
-    last: Option<BootInstant>,
+    /// The session whose keepalives count (a late answer for an earlier lease does not).
+    session: u64,
+    /// The send time of the last acknowledged keepalive (or of the grant).
+    acked: Option<BootInstant>,
     leading: bool,
+    /// While leading: the send time of the last read that proved our key is ours.
+    confirmed: Option<BootInstant>,
+    /// The send time of the last renewal that came RENEW_DEADLINE or more after the one before: the
+    /// lease went unrenewed long enough for an instance with our identity to have adopted it.
+    lapsed: Option<BootInstant>,
+}
+
+impl ClockState {
+    fn last(&self) -> Option<BootInstant> {
+        match (self.leading, self.acked, self.confirmed) {
+            (true, Some(acked), Some(confirmed)) => Some(acked.min(confirmed)),
+            _ => self.acked,
+        }
+    }
 }
 
 /// What one acknowledged keepalive does to the clock.
@@ -60,9 +79,10 @@ impl RenewalClock {
         }
     }
 
-    /// The send time of the last acknowledged keepalive (or of the grant), if any.
+    /// The moment leadership is measured from: the send time of the last acknowledged keepalive
+    /// (or of the grant) — while leading, or of the last confirm if that is older.
     pub fn last(&self) -> Option<BootInstant> {
-        self.lock().last
+        self.lock().last()
     }
 
     /// Time since [`RenewalClock::last`].
@@ -70,31 +90,68 @@ impl RenewalClock {
         self.last().map(BootInstant::elapsed)
     }
 
+    /// Time since the last acknowledged keepalive was sent (or the grant), confirms aside.
+    pub fn renewal_age(&self) -> Option<Duration> {
+        self.lock().acked.map(BootInstant::elapsed)
+    }
+
     /// When leadership stops being guaranteed: last + RENEW_DEADLINE.
     pub fn deadline(&self) -> Option<BootInstant> {
         self.last().map(|last| last + self.renew_deadline)
     }
 
-    /// A new lease: its grant (sent at `at`) counts as the first renewal.
-    pub(super) fn restart(&self, at: BootInstant) {
+    /// A new session: its lease's grant (or the keepalive that adopted it), sent at `at`, counts
+    /// as the first renewal.
+    pub(super) fn restart(&self, session: u64, at: BootInstant) {
         *self.lock() = ClockState {
-            last: Some(at),
-            leading: false,
+            session,
+            acked: Some(at),
+            ..ClockState::default()
         };
         self.renewed.notify_all();
     }
 
-    /// Marks whether this lease now backs a leader (which makes late renewals lapse).
-    pub(super) fn set_leading(&self, leading: bool) {
-        self.lock().leading = leading;
+    /// This lease now backs a leader whose key was proven ours by a request sent at `proven`.
+    pub(super) fn lead(&self, proven: BootInstant) {
+        let mut state = self.lock();
+        state.leading = true;
+        state.confirmed = Some(proven);
     }
 
-    /// Records a keepalive sent at `sent` that etcd acknowledged.
-    pub(super) fn acknowledged(&self, sent: BootInstant) -> Ack {
+    /// A read sent at `sent` proved our key is still ours.
+    pub(super) fn confirmed(&self, sent: BootInstant) {
         let mut state = self.lock();
+        state.confirmed = Some(state.confirmed.map_or(sent, |c| c.max(sent)));
+    }
+
+    /// Whether the lease went unrenewed for RENEW_DEADLINE or more (see `ClockState::lapsed`) and
+    /// our key has not been re-stamped since: an instance with our identity may be adopting it.
+    pub fn lapsed(&self) -> bool {
+        self.lock().lapsed.is_some()
+    }
+
+    /// Our key was re-stamped by a write sent at `sent`: a lapse before it no longer counts (an
+    /// adopter's claim, which compares the old stamp, can no longer win).
+    pub(super) fn restamped(&self, sent: BootInstant) {
+        let mut state = self.lock();
+        if state.lapsed.is_some_and(|lapsed| lapsed <= sent) {
+            state.lapsed = None;
+        }
+    }
+
+    /// Records a keepalive of `session`, sent at `sent`, that etcd acknowledged.
+    pub(super) fn acknowledged(&self, session: u64, sent: BootInstant) -> Ack {
+        let mut state = self.lock();
+        if state.session != session {
+            return Ack::Stale;
+        }
         let ack = judge(*state, sent, self.renew_deadline);
+        let gap = state.acked.map(|a| sent.saturating_since(a));
+        if ack != Ack::Stale && gap.is_some_and(|gap| gap >= self.renew_deadline) {
+            state.lapsed = Some(sent);
+        }
         if ack == Ack::Counted {
-            state.last = Some(sent);
+            state.acked = Some(sent);
             self.renewed.notify_all();
         }
         ack
@@ -105,9 +162,9 @@ impl RenewalClock {
         let state = self.lock();
         let (state, _) = self
             .renewed
-            .wait_timeout_while(state, timeout, |s| s.last.is_none_or(|last| last <= after))
+            .wait_timeout_while(state, timeout, |s| s.acked.is_none_or(|a| a <= after))
             .unwrap_or_else(|p| p.into_inner());
-        state.last.is_some_and(|last| last > after)
+        state.acked.is_some_and(|a| a > after)
     }
 
     fn lock(&self) -> MutexGuard<'_, ClockState> {
@@ -117,22 +174,23 @@ impl RenewalClock {
 
 /// The rule of [`RenewalClock::acknowledged`], without the lock.
 fn judge(state: ClockState, sent: BootInstant, renew_deadline: Duration) -> Ack {
-    match state.last {
+    match state.acked {
         Some(last) if sent <= last => Ack::Stale,
         Some(last) if state.leading && sent.saturating_since(last) >= renew_deadline => Ack::Lapsed,
         _ => Ack::Counted,
     }
 }
 
-/// A granted lease.
+/// A lease we hold, and when it was last known renewed (its grant's send time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Lease {
     pub id: i64,
+    pub renewed: BootInstant,
 }
 
-/// Grants a lease of `ttl` seconds; the grant's send time starts `clock`. A TTL below `ttl` is an
-/// error (the lease is revoked): our deadlines assume the full TTL.
-pub(super) fn grant(client: &Client, ttl: i64, clock: &RenewalClock) -> Result<Lease, etcd::Error> {
+/// Grants a lease of `ttl` seconds. A TTL below `ttl` is an error (the lease is revoked): our
+/// deadlines assume the full TTL.
+pub(super) fn grant(client: &Client, ttl: i64) -> Result<Lease, etcd::Error> {
     let sent = BootInstant::now();
     let grant = client.lease_grant(ttl)?;
     if grant.ttl < ttl {
@@ -146,7 +204,6 @@ pub(super) fn grant(client: &Client, ttl: i64, clock: &RenewalClock) -> Result<L
             ),
         });
     }
-    clock.restart(sent);
     log::info(
         "lease granted",
         &[
@@ -155,7 +212,10 @@ pub(super) fn grant(client: &Client, ttl: i64, clock: &RenewalClock) -> Result<L
             ("endpoint", &client.current_endpoint()),
         ],
     );
-    Ok(Lease { id: grant.id })
+    Ok(Lease {
+        id: grant.id,
+        renewed: sent,
+    })
 }
 
 /// Revokes `lease`, which deletes our key at once; a lease already gone counts as revoked.
@@ -222,14 +282,14 @@ impl Keeper {
 }
 
 /// Starts the keepalive thread of `lease` for the session `session`.
-pub(super) fn keep_alive(shared: &Arc<Shared>, session: u64, lease: Lease) -> Arc<Keeper> {
+pub(super) fn keep_alive(shared: &Arc<Shared>, session: u64, lease: i64) -> Arc<Keeper> {
     let keeper = Arc::new(Keeper::default());
     let renewer = Renewer {
         shared: Arc::clone(shared),
         keeper: Arc::clone(&keeper),
         alerts: shared.alerts(),
         session,
-        lease: lease.id,
+        lease,
     };
     if let Err(error) = thread::Builder::new()
         .name("keepalive".into())
@@ -303,21 +363,23 @@ impl Renewer {
         let started = Instant::now();
         let ttl = self.shared.settings.ttl_secs();
         match self.shared.client.lease_keepalive(self.lease) {
-            Ok(answer) if answer.ttl >= ttl => match self.shared.clock.acknowledged(sent) {
-                Ack::Counted => {
-                    (self.shared.notify)(Notice::Renewed {
-                        took: started.elapsed(),
-                    });
-                    Renewal::Ok
+            Ok(answer) if answer.ttl >= ttl => {
+                match self.shared.clock.acknowledged(self.session, sent) {
+                    Ack::Counted => {
+                        (self.shared.notify)(Notice::Renewed {
+                            took: started.elapsed(),
+                        });
+                        Renewal::Ok
+                    }
+                    Ack::Stale => Renewal::Ok,
+                    Ack::Lapsed => {
+                        let _ = self.alerts.send(Alert::Lapsed {
+                            session: self.session,
+                        });
+                        Renewal::Ok
+                    }
                 }
-                Ack::Stale => Renewal::Ok,
-                Ack::Lapsed => {
-                    let _ = self.alerts.send(Alert::Lapsed {
-                        session: self.session,
-                    });
-                    Renewal::Ok
-                }
-            },
+            }
             Ok(answer) => Renewal::Failed(etcd::Error::Decode {
                 endpoint: self.shared.client.current_endpoint(),
                 op: "lease/keepalive",
@@ -359,8 +421,12 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
-    fn state(last: Option<BootInstant>, leading: bool) -> ClockState {
-        ClockState { last, leading }
+    fn state(acked: Option<BootInstant>, leading: bool) -> ClockState {
+        ClockState {
+            acked,
+            leading,
+            ..ClockState::default()
+        }
     }
 
     #[test]
@@ -376,27 +442,59 @@ mod tests {
     fn a_leader_renewal_after_the_deadline_lapses_and_stays_lapsed() {
         let t = BootInstant::now();
         let clock = RenewalClock::new(10 * S);
-        clock.restart(t);
-        clock.set_leading(true);
-        assert_eq!(clock.acknowledged(t + 9 * S), Ack::Counted);
+        clock.restart(1, t);
+        clock.lead(t);
+        clock.confirmed(t + 30 * S);
+        assert_eq!(clock.acknowledged(1, t + 9 * S), Ack::Counted);
         // Stalled for 10 s: too late, and every later renewal is measured from the same last one.
-        assert_eq!(clock.acknowledged(t + 19 * S), Ack::Lapsed);
-        assert_eq!(clock.acknowledged(t + 20 * S), Ack::Lapsed);
+        assert_eq!(clock.acknowledged(1, t + 19 * S), Ack::Lapsed);
+        assert_eq!(clock.acknowledged(1, t + 20 * S), Ack::Lapsed);
+        assert!(clock.lapsed());
         assert_eq!(clock.last(), Some(t + 9 * S));
         assert_eq!(clock.deadline(), Some(t + 19 * S));
-        // A waiter's late renewal is fine: it has no command to protect.
-        clock.set_leading(false);
-        assert_eq!(clock.acknowledged(t + 30 * S), Ack::Counted);
+    }
+
+    #[test]
+    fn a_leader_is_as_fresh_as_its_older_proof() {
+        let t = BootInstant::now();
+        let clock = RenewalClock::new(10 * S);
+        clock.restart(1, t);
+        clock.lead(t);
+        assert_eq!(clock.acknowledged(1, t + 4 * S), Ack::Counted);
+        // Keepalives pass, but the key has not been read since the start: the deadline runs from it.
+        assert_eq!(clock.last(), Some(t));
+        clock.confirmed(t + 3 * S);
+        assert_eq!(clock.last(), Some(t + 3 * S));
+        clock.confirmed(t + 6 * S);
+        assert_eq!(clock.last(), Some(t + 4 * S));
+    }
+
+    #[test]
+    fn a_waiter_renewal_after_a_long_gap_is_counted_but_marked_lapsed() {
+        let t = BootInstant::now();
+        let clock = RenewalClock::new(10 * S);
+        clock.restart(1, t);
+        assert_eq!(clock.acknowledged(1, t + 5 * S), Ack::Counted);
+        assert!(!clock.lapsed());
+        assert_eq!(clock.acknowledged(1, t + 16 * S), Ack::Counted);
+        assert!(clock.lapsed());
+        // A re-stamp sent before the lapsed renewal does not clear it; one sent after does.
+        clock.restamped(t + 15 * S);
+        assert!(clock.lapsed());
+        clock.restamped(t + 17 * S);
+        assert!(!clock.lapsed());
     }
 
     #[test]
     fn a_new_lease_restarts_the_clock_as_a_waiter() {
         let t = BootInstant::now();
         let clock = RenewalClock::new(10 * S);
-        clock.restart(t);
-        clock.set_leading(true);
-        clock.restart(t + 100 * S);
-        assert_eq!(clock.acknowledged(t + 200 * S), Ack::Counted);
+        clock.restart(1, t);
+        clock.lead(t);
+        clock.restart(2, t + 100 * S);
+        // A late answer for the earlier lease does not move the new one's clock.
+        assert_eq!(clock.acknowledged(1, t + 150 * S), Ack::Stale);
+        assert_eq!(clock.acknowledged(2, t + 200 * S), Ack::Counted);
         assert!(clock.wait_renewed_after(t + 150 * S, Duration::ZERO));
         assert!(!clock.wait_renewed_after(t + 200 * S, Duration::from_millis(1)));
     }

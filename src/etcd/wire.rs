@@ -213,7 +213,7 @@ pub struct DeleteResponse {
     pub deleted: i64,
 }
 
-/// How a compare relates the key's create_revision to the given one.
+/// How a compare relates the key's field to the given value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompareResult {
     Equal,
@@ -222,12 +222,23 @@ pub enum CompareResult {
     NotEqual,
 }
 
-/// A transaction guard on one key's create_revision (0 = the key does not exist).
+/// Which field of a key a compare looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The create_revision (0 = the key does not exist).
+    Create(i64),
+    /// The mod_revision (the revision of the last write).
+    Mod(i64),
+    /// The lease the key is attached to (0 = none).
+    Lease(i64),
+}
+
+/// A transaction guard on one field of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compare {
     pub key: Vec<u8>,
     pub result: CompareResult,
-    pub create_revision: i64,
+    pub target: CompareTarget,
 }
 
 impl Compare {
@@ -237,10 +248,15 @@ impl Compare {
         result: CompareResult,
         revision: i64,
     ) -> Compare {
+        Compare::of(key, result, CompareTarget::Create(revision))
+    }
+
+    /// `<target>(key) <result> value`.
+    pub fn of(key: impl Into<Vec<u8>>, result: CompareResult, target: CompareTarget) -> Compare {
         Compare {
             key: key.into(),
             result,
-            create_revision: revision,
+            target,
         }
     }
 
@@ -251,12 +267,14 @@ impl Compare {
             CompareResult::Less => "LESS",
             CompareResult::NotEqual => "NOT_EQUAL",
         };
-        json!({
-            "key": b64(&self.key),
-            "target": "CREATE",
-            "result": result,
-            "create_revision": self.create_revision.to_string(),
-        })
+        let (target, field, value) = match self.target {
+            CompareTarget::Create(revision) => ("CREATE", "create_revision", revision),
+            CompareTarget::Mod(revision) => ("MOD", "mod_revision", revision),
+            CompareTarget::Lease(lease) => ("LEASE", "lease", lease),
+        };
+        let mut compare = json!({ "key": b64(&self.key), "target": target, "result": result });
+        compare[field] = value.to_string().into();
+        compare
     }
 }
 

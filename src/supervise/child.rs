@@ -4,14 +4,19 @@
 //! Rules:
 //! - The guardian is forked first. It holds only the read end of a pipe whose write end only the
 //!   wrapper holds; when that end closes — the wrapper died, even by SIGKILL or the OOM killer — it
-//!   SIGKILLs its process group, which is the command's. It ignores every signal it can, closes every
-//!   other file, and only ever calls async-signal-safe functions (a fork of a threaded process).
+//!   SIGKILLs its process group, which is the command's. It is also a dead-man switch: the wrapper
+//!   writes the kill point (on `CLOCK_BOOTTIME`) into the pipe whenever a renewal moves it, and
+//!   the guardian SIGKILLs the group when it passes, so the command dies in time even when the
+//!   wrapper itself is stopped or hung. It ignores every signal it can (real-time ones included),
+//!   closes every other file, and only ever calls async-signal-safe functions (a fork of a
+//!   threaded process).
 //! - The command starts in the guardian's group (the foreground group of the terminal, when we own
 //!   one), with `PR_SET_PDEATHSIG=SIGKILL`, the dispositions the wrapper inherited, an empty signal
 //!   mask, and its environment prepared in the parent. Its path is resolved in the parent, so a wrong
 //!   PATH entry costs no failed `execve` in the child.
 //! - Between clone and exec the child runs on its own stack in our memory (`CLONE_VM|CLONE_VFORK`,
-//!   as posix_spawn does; the parent thread waits meanwhile) and calls only raw system calls.
+//!   as posix_spawn does; the parent thread waits meanwhile) and calls only raw system calls. It
+//!   does not exec when it cannot join the guardian's group, or when a leave signal has arrived.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -21,28 +26,56 @@ use std::path::{Path, PathBuf};
 
 use super::exit;
 use super::signals;
+use crate::clock::BootInstant;
 
 /// The PATH searched when the environment has none (musl's and glibc's default).
 const DEFAULT_PATH: &str = "/usr/local/bin:/bin:/usr/bin";
 /// Stack of the cloned child until it execs.
 const CHILD_STACK: usize = 64 * 1024;
 
+/// The longest the guardian sleeps before it reads the boot-time clock again.
+const GUARD_TICK_MS: libc::c_int = 100;
+/// One message on the lifeline: a kill point, in nanoseconds of `CLOCK_BOOTTIME`.
+const KILL_POINT_BYTES: usize = 8;
+
 /// A running guardian; its group is the command's.
 pub(super) struct Guardian {
     pid: i32,
-    /// The write end of the lifeline; the guardian acts when it closes.
-    _lifeline: std::os::fd::OwnedFd,
+    /// The write end of the lifeline (non-blocking); the guardian acts when it closes.
+    lifeline: std::os::fd::OwnedFd,
+    /// The kill point last written.
+    kill_point: std::cell::Cell<BootInstant>,
 }
 
 impl Guardian {
-    /// Forks the guardian.
-    pub(super) fn start() -> io::Result<Guardian> {
+    /// Forks the guardian, which kills the command's group at `kill_point` unless told a later one.
+    pub(super) fn start(kill_point: BootInstant) -> io::Result<Guardian> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two fds into `fds`.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
             return Err(io::Error::last_os_error());
         }
         let (read, write) = (fds[0], fds[1]);
+        // The write end never blocks (a guardian that does not read keeps the earlier kill point);
+        // the first kill point is in the pipe before the guardian exists.
+        // SAFETY: fcntl and write on the fd just created; the buffer is 8 bytes on this stack.
+        let ready = unsafe {
+            libc::fcntl(write, libc::F_SETFL, libc::O_NONBLOCK) == 0
+                && libc::write(
+                    write,
+                    kill_point.as_nanos().to_ne_bytes().as_ptr().cast(),
+                    KILL_POINT_BYTES,
+                ) == KILL_POINT_BYTES as isize
+        };
+        if !ready {
+            let error = io::Error::last_os_error();
+            // SAFETY: both fds are ours and unused elsewhere.
+            unsafe {
+                libc::close(read);
+                libc::close(write);
+            }
+            return Err(error);
+        }
         // SAFETY: after fork the child calls only async-signal-safe functions (`guard`).
         let pid = unsafe { libc::fork() };
         if pid == 0 {
@@ -65,13 +98,34 @@ impl Guardian {
         unsafe { libc::setpgid(pid, pid) };
         Ok(Guardian {
             pid,
-            _lifeline: lifeline,
+            lifeline,
+            kill_point: std::cell::Cell::new(kill_point),
         })
     }
 
-    /// The process group of the guardian and the command.
+    /// The process group of the guardian and the command (and the guardian's pid).
     pub(super) fn group(&self) -> i32 {
         self.pid
+    }
+
+    /// Moves the kill point to `kill_point` if it is later. Never blocks: if the pipe is full (the
+    /// guardian does not read), the earlier kill point stands, which only kills sooner.
+    pub(super) fn extend(&self, kill_point: BootInstant) {
+        if kill_point <= self.kill_point.get() {
+            return;
+        }
+        let bytes = kill_point.as_nanos().to_ne_bytes();
+        // SAFETY: an 8-byte write (atomic on a pipe) from this stack to our own fd.
+        let written = unsafe {
+            libc::write(
+                std::os::fd::AsRawFd::as_raw_fd(&self.lifeline),
+                bytes.as_ptr().cast(),
+                KILL_POINT_BYTES,
+            )
+        };
+        if written == KILL_POINT_BYTES as isize {
+            self.kill_point.set(kill_point);
+        }
     }
 }
 
@@ -80,7 +134,8 @@ fn guard(lifeline: libc::c_int) -> ! {
     // SAFETY: only async-signal-safe calls on plain data and our own fds.
     unsafe {
         libc::setpgid(0, 0);
-        for signal in 1..32 {
+        // Every signal but the two that cannot be (and those the C library reserves, which refuse).
+        for signal in 1..=64 {
             if signal != libc::SIGKILL && signal != libc::SIGSTOP {
                 libc::signal(signal, libc::SIG_IGN);
             }
@@ -101,16 +156,59 @@ fn guard(lifeline: libc::c_int) -> ! {
             0,
             0,
         );
-        let mut byte = 0u8;
-        loop {
-            let read = libc::read(0, (&mut byte as *mut u8).cast(), 1);
-            if read == 0 || (read < 0 && *libc::__errno_location() != libc::EINTR) {
-                break;
-            }
-        }
+        watch_lifeline(0);
         libc::kill(0, libc::SIGKILL);
         libc::_exit(0)
     }
+}
+
+/// Returns when the lifeline `fd` closes or fails, or when the last kill point read from it
+/// passes. Async-signal-safe: poll, read and clock_gettime only.
+fn watch_lifeline(fd: libc::c_int) {
+    let mut kill_point = u64::MAX;
+    let mut buffer = [0u8; 8 * KILL_POINT_BYTES];
+    loop {
+        let now = BootInstant::now().as_nanos();
+        if now >= kill_point {
+            return;
+        }
+        let left_ms = (kill_point - now).div_ceil(1_000_000);
+        let wait = libc::c_int::try_from(left_ms).map_or(GUARD_TICK_MS, |ms| ms.min(GUARD_TICK_MS));
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd on this stack.
+        let ready = unsafe { libc::poll(&mut poll, 1, wait) };
+        if ready == 0 || (ready < 0 && errno() == libc::EINTR) {
+            continue;
+        }
+        if ready < 0 {
+            return;
+        }
+        // SAFETY: reads into `buffer`, which is on this stack and as long as we say.
+        let read = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
+        if read < 0 && matches!(errno(), libc::EINTR | libc::EAGAIN) {
+            continue;
+        }
+        // Writes of 8 bytes to a pipe are atomic, so a read returns whole kill points; the last wins.
+        let Ok(read) = usize::try_from(read) else {
+            return;
+        };
+        let whole = read - read % KILL_POINT_BYTES;
+        if whole == 0 {
+            return; // the wrapper is gone
+        }
+        let mut last = [0u8; KILL_POINT_BYTES];
+        last.copy_from_slice(&buffer[whole - KILL_POINT_BYTES..whole]);
+        kill_point = u64::from_ne_bytes(last);
+    }
+}
+
+fn errno() -> libc::c_int {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
 }
 
 /// Everything the cloned child needs, prepared in the parent (the child must not allocate).
@@ -129,19 +227,41 @@ struct Shared {
     group: libc::pid_t,
     parent: libc::pid_t,
     dispositions: [(i32, bool); signals::CHANGED.len()],
-    /// errno of the failed `execve`, 0 when it succeeded.
+    /// errno of the failed step, 0 when `execve` succeeded.
     errno: libc::c_int,
+    /// Which step failed.
+    failed: Step,
 }
 
-/// Starts `command` in `guardian`'s group with `env` changes; returns its pid, or the exit code
-/// for a command that cannot run (127 not found, 126 not executable).
+/// The cloned child's steps that can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+enum Step {
+    Exec,
+    DeathSignal,
+    Group,
+    /// A leave signal arrived before the exec (not a failure: the command must not start).
+    Leave,
+}
+
+/// Why the command was not started.
+#[derive(Debug)]
+pub(super) enum SpawnError {
+    /// It cannot run: the exit code for that (127 not found, 126 not executable) and why.
+    Failed(i32, io::Error),
+    /// A leave signal arrived first.
+    Left(i32),
+}
+
+/// Starts `command` in `guardian`'s group with `env` changes; returns its pid.
 pub(super) fn spawn(
     command: &[OsString],
     set: &[(&str, String)],
     remove: &[&str],
     guardian: &Guardian,
-) -> Result<i32, (i32, io::Error)> {
-    let prepared = prepare(command, set, remove)?;
+) -> Result<i32, SpawnError> {
+    let failed = |(code, error)| SpawnError::Failed(code, error);
+    let prepared = prepare(command, set, remove).map_err(failed)?;
     let argv: Vec<*const libc::c_char> = pointers(&prepared.argv);
     let envp: Vec<*const libc::c_char> = pointers(&prepared.envp);
     take_terminal(guardian.group());
@@ -154,6 +274,7 @@ pub(super) fn spawn(
         parent: unsafe { libc::getpid() },
         dispositions: signals::inherited(),
         errno: 0,
+        failed: Step::Exec,
     };
     let mut stack = vec![0u8; CHILD_STACK];
     // The stack grows down: hand over its 16-byte aligned top.
@@ -169,15 +290,25 @@ pub(super) fn spawn(
         )
     };
     if pid < 0 {
-        return Err((exit::CANNOT_EXECUTE, io::Error::last_os_error()));
+        return Err(failed((exit::CANNOT_EXECUTE, io::Error::last_os_error())));
     }
-    match shared.errno {
-        0 => Ok(pid),
-        errno => {
-            let error = io::Error::from_raw_os_error(errno);
-            Err((code_for(&error), error))
-        }
+    if shared.errno == 0 {
+        return Ok(pid);
     }
+    let error = io::Error::from_raw_os_error(shared.errno);
+    Err(match shared.failed {
+        Step::Leave => SpawnError::Left(signals::leave_requested().unwrap_or(libc::SIGTERM)),
+        Step::Exec => failed((code_for(&error), error)),
+        Step::DeathSignal => failed((exit::CANNOT_EXECUTE, context("set its death signal", error))),
+        Step::Group => failed((
+            exit::CANNOT_EXECUTE,
+            context("join its guardian's group", error),
+        )),
+    })
+}
+
+fn context(step: &str, error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("cannot {step}: {error}"))
 }
 
 /// Replaces this process with `command` (disabled mode: nothing else runs yet). Returns only when
@@ -205,6 +336,11 @@ extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the parent's `Shared`, alive and unused by the parent until we exec or exit.
     unsafe {
         let shared = &mut *(arg as *mut Shared);
+        let fail = |shared: &mut Shared, step: Step, errno: libc::c_int| -> ! {
+            shared.failed = step;
+            shared.errno = errno;
+            libc::_exit(exit::CANNOT_EXECUTE)
+        };
         for (signal, ignored) in shared.dispositions {
             let disposition = if ignored {
                 libc::SIG_IGN
@@ -216,15 +352,21 @@ extern "C" fn exec_child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0
             || libc::getppid() != shared.parent
         {
-            shared.errno = libc::ECHILD;
-            libc::_exit(exit::CANNOT_EXECUTE);
+            fail(shared, Step::DeathSignal, libc::ECHILD);
         }
-        libc::setpgid(0, shared.group);
+        if libc::setpgid(0, shared.group) != 0 {
+            fail(shared, Step::Group, errno());
+        }
+        // A plain atomic load (our memory is the parent's): a leave signal that arrived during
+        // the spawn stops it here, before the command exists.
+        if signals::leave_requested().is_some() {
+            fail(shared, Step::Leave, libc::ECANCELED);
+        }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::execve(shared.path, shared.argv, shared.envp);
-        shared.errno = *libc::__errno_location();
+        shared.errno = errno();
         libc::_exit(exit::NOT_FOUND)
     }
 }

@@ -212,12 +212,15 @@ pub fn run(plan: Plan, inbox: Inbox, election: Election, status: Arc<Status>) ->
         }
     }
 }
+
 /// The log line for a child killed because leadership ended under it. A renewal acknowledged only
 /// after the deadline is not a loss of the key: the renew deadline already took leadership away.
 fn killed_because(loss: Loss) -> &'static str {
     match loss {
         Loss::RenewalLapsed => "renewal lapsed; killed the child",
-        Loss::KeyDeleted | Loss::LeaseGone => "leadership lost; killed the child",
+        Loss::KeyDeleted | Loss::LeaseGone | Loss::Superseded | Loss::Unconfirmed => {
+            "leadership lost; killed the child"
+        }
     }
 }
 

@@ -89,6 +89,17 @@ pub(super) fn start(events: Sender<Input>, on_child: impl Fn() + Send + 'static)
     let mut handled: Vec<i32> = FORWARDED.to_vec();
     handled.push(SIGCHLD);
     let mut signals = Signals::new(&handled)?;
+    for signal in LEAVE {
+        // SAFETY: the action is one atomic compare-exchange, which is async-signal-safe. It runs
+        // when the signal is delivered, so the command's clone sees it before its exec (the
+        // signal thread may be scheduled later than that).
+        unsafe {
+            signal_hook::low_level::register(signal, move || {
+                let _ =
+                    LEAVE_REQUESTED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+            })?;
+        }
+    }
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -97,14 +108,6 @@ pub(super) fn start(events: Sender<Input>, on_child: impl Fn() + Send + 'static)
                 if signal == SIGCHLD {
                     on_child();
                     continue;
-                }
-                if LEAVE.contains(&signal) {
-                    let _ = LEAVE_REQUESTED.compare_exchange(
-                        0,
-                        signal,
-                        Ordering::SeqCst,
-                        Ordering::SeqCst,
-                    );
                 }
                 if events.send(Input::Signal(signal)).is_err() {
                     return;

@@ -5,7 +5,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::child;
+use super::child::{self, SpawnError};
 use super::notify::{self, Notifier};
 use super::reap;
 use super::signals;
@@ -48,7 +48,7 @@ struct Child {
     pid: i32,
     /// Its process group (the guardian's).
     group: i32,
-    _guardian: child::Guardian,
+    guardian: child::Guardian,
 }
 
 impl Supervisor {
@@ -190,7 +190,7 @@ impl Supervisor {
     }
 
     fn spawn(&self, leadership: &Leadership) -> Result<Child, i32> {
-        let guardian = match child::Guardian::start() {
+        let guardian = match child::Guardian::start(self.kill_point()) {
             Ok(guardian) => guardian,
             Err(error) => {
                 log::error("cannot start the command's guardian", &[("error", &error)]);
@@ -225,10 +225,18 @@ impl Supervisor {
                 Ok(Child {
                     pid,
                     group,
-                    _guardian: guardian,
+                    guardian,
                 })
             }
-            Err((code, error)) => {
+            Err(SpawnError::Left(signal)) => {
+                reap::signal_tree(guardian.group(), libc::SIGKILL);
+                log::info(
+                    "signal received before the command started; leaving",
+                    &[("signal", &signal)],
+                );
+                Err(128 + signal)
+            }
+            Err(SpawnError::Failed(code, error)) => {
                 reap::signal_tree(guardian.group(), libc::SIGKILL);
                 if let Some(program) = self.plan.command.first() {
                     report_spawn_error(program, &error);
@@ -238,14 +246,23 @@ impl Supervisor {
         }
     }
 
+    /// When the command must be dead, measured from the last renewal: halfway between
+    /// RENEW_DEADLINE and LEASE_DURATION (the guardian enforces it should we stall).
+    fn kill_point(&self) -> BootInstant {
+        let last = self.clock.last().unwrap_or_else(BootInstant::now);
+        last + (self.plan.renew_deadline + self.plan.lease_duration) / 2
+    }
+
     /// Runs until the command exits or leadership can no longer be guaranteed.
     fn supervise(&mut self, child: &Child) -> (i32, Ended) {
+        let mut guarded = true;
         loop {
             let deadline = self.clock.deadline().unwrap_or_else(BootInstant::now);
             if BootInstant::now() >= deadline {
                 self.status.stepping_down();
                 return (self.stop_gracefully(child), Ended::Lost);
             }
+            child.guardian.extend(self.kill_point());
             let input = match self
                 .inbox
                 .receiver()
@@ -263,6 +280,14 @@ impl Supervisor {
                     log::info("child exited", &[("pid", &pid), ("code", &code)]);
                     return (code, Ended::Exited);
                 }
+                Input::Reaped { pid, .. } if pid == child.group && guarded => {
+                    guarded = false;
+                    log::error(
+                        "the command's guardian was killed: should the wrapper die or hang now, \
+                         its process group is no longer stopped for it",
+                        &[("guardian", &pid)],
+                    );
+                }
                 Input::Reaped { .. } => {}
                 Input::Signal(signal) => forward(child.pid, signal),
                 Input::Election(Notice::Lost(loss)) => {
@@ -279,8 +304,7 @@ impl Supervisor {
 
     /// SIGTERM to the command's tree; SIGKILL halfway between RENEW_DEADLINE and LEASE_DURATION.
     fn stop_gracefully(&mut self, child: &Child) -> i32 {
-        let last = self.clock.last().unwrap_or_else(BootInstant::now);
-        let kill_at = last + (self.plan.renew_deadline + self.plan.lease_duration) / 2;
+        let kill_at = self.kill_point();
         // Signal first, log after.
         reap::signal_tree(child.group, libc::SIGTERM);
         log::warn(

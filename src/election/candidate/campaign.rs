@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Candidate, Outcome, Place, Readiness};
+use super::{Candidate, Fate, Outcome, Place, Readiness};
 use crate::clock::BootInstant;
-use crate::election::queue::{self, Position};
+use crate::election::queue::{self, Confirmed, Position};
 use crate::election::watch::{KeyWatch, Watched};
 use crate::election::{Alert, Leadership, Loss, Notice};
 use crate::etcd;
@@ -13,28 +13,37 @@ use crate::log;
 
 impl Candidate {
     /// Waits for our turn and leads; reports how it ended.
-    pub(super) fn campaign(&mut self, place: &Place) -> Outcome {
+    pub(super) fn campaign(&mut self, mut place: Place) -> Outcome {
         let mut own: Option<KeyWatch> = None;
         let mut queued_behind: Option<String> = None;
-        let mut known = place.at_head.then_some(Position::Head {
-            revision: place.revision,
-        });
+        let mut known = place.known.take();
         loop {
-            let position = match known.take() {
-                Some(position) => position,
-                None => match self.paced_look(place) {
-                    Some(position) => position,
+            let (position, proven) = match known.take() {
+                Some(known) => known,
+                None => match self.paced_look(&place) {
+                    Some(looked) => looked,
                     None => return Outcome::Finished,
                 },
             };
             let (ahead, alone, revision) = match position {
                 Position::Lost => {
                     log::warn("our key is gone; queueing again", &[("key", &place.key)]);
-                    return Outcome::Requeue { lease_gone: false };
+                    return Outcome::Requeue(Fate::Keep);
+                }
+                Position::Taken => {
+                    log::error(TAKEN, &[("key", &place.key)]);
+                    return Outcome::Requeue(Fate::Drop);
                 }
                 Position::Head { revision } => match self.ready_to_lead() {
-                    Readiness::Ready => return self.lead(place, own, revision),
-                    Readiness::LeaseGone => return Outcome::Requeue { lease_gone: true },
+                    Readiness::Ready => return self.lead(&place, own, revision, proven),
+                    Readiness::Reclaim => match self.reclaim(&mut place) {
+                        Ok(reclaimed) => {
+                            known = Some(reclaimed);
+                            continue;
+                        }
+                        Err(outcome) => return outcome,
+                    },
+                    Readiness::LeaseGone => return Outcome::Requeue(Fate::Drop),
                     Readiness::Retry => continue,
                     Readiness::Stop => return Outcome::Finished,
                 },
@@ -60,7 +69,7 @@ impl Candidate {
             self.keeper();
             // Alone behind the leader (and one holder): its deletion alone makes us leader.
             let shortcut = alone && self.settings().holders == 1;
-            let ahead = self.watch_ahead(place, &ahead, shortcut, revision, &mut own);
+            let ahead = self.watch_ahead(&place, &ahead, shortcut, revision, &mut own);
             let watches = [Some(ahead.id), own.as_ref().map(|w| w.id)];
             let watches: Vec<u64> = watches.into_iter().flatten().collect();
             match self.wait(&watches, false, None) {
@@ -69,10 +78,13 @@ impl Candidate {
                         "our key was deleted; queueing again",
                         &[("key", &place.key)],
                     );
-                    return Outcome::Requeue { lease_gone: false };
+                    return Outcome::Requeue(Fate::Keep);
                 }
+                // The stream that reported the deletion also carries our key's: it still stood at
+                // that revision. (Its stamp is proven by `ready_to_lead`: only a lapse lets an
+                // instance with our identity adopt it.)
                 Some(Alert::Deleted { revision, .. }) if shortcut => {
-                    known = Some(Position::Head { revision });
+                    known = Some((Position::Head { revision }, BootInstant::now()));
                 }
                 Some(Alert::Deleted { .. }) => {}
                 Some(Alert::Recheck { watch, .. }) => {
@@ -82,7 +94,7 @@ impl Candidate {
                 }
                 Some(Alert::LeaseGone { .. }) => {
                     log::warn("our lease is gone; queueing again", &[("key", &place.key)]);
-                    return Outcome::Requeue { lease_gone: true };
+                    return Outcome::Requeue(Fate::Drop);
                 }
                 Some(Alert::Lapsed { .. }) => {}
                 Some(Alert::Stop) | None => return Outcome::Finished,
@@ -133,24 +145,32 @@ impl Candidate {
         watch
     }
 
-    /// A look, after the pace allows it, retried until it works; `None` when we stop.
-    fn paced_look(&mut self, place: &Place) -> Option<Position> {
+    /// A look, after the pace allows it, retried until it works: where our key stands, and when
+    /// the look that proved it was sent. `None` when we stop.
+    fn paced_look(&mut self, place: &Place) -> Option<(Position, BootInstant)> {
         loop {
             let wait = self.looks.take(Instant::now());
             if !self.pause(wait) {
                 return None;
             }
-            let (lock, holders) = (&self.settings().lock_name, self.settings().holders);
-            let looked = self
-                .client()
-                .txn(&queue::look(lock, &place.key, place.revision, holders))
-                .and_then(|answer| {
-                    queue::position(answer, holders).map_err(|d| self.bad_answer("kv/txn", d))
-                });
+            let settings = self.settings().clone();
+            let lease = self.session.as_ref().map_or(0, |s| s.lease);
+            let look = queue::look(
+                &settings.lock_name,
+                &place.key,
+                place.revision,
+                place.stamp,
+                settings.holders,
+            );
+            let sent = BootInstant::now();
+            let looked = self.client().txn(&look).and_then(|answer| {
+                queue::position(answer, lease, settings.holders)
+                    .map_err(|d| self.bad_answer("kv/txn", d))
+            });
             match looked {
                 Ok(position) => {
                     self.answered();
-                    return Some(position);
+                    return Some((position, sent));
                 }
                 Err(error) if self.retry_later(&error) => continue,
                 Err(_) => return None,
@@ -158,14 +178,65 @@ impl Candidate {
         }
     }
 
+    /// After a lapse, our key is written again (compared with its stamp): if an instance with our
+    /// identity is adopting it, exactly one of the two claims wins. Retried until etcd answers;
+    /// the error is the outcome when it cannot be ours any more, or when we stop.
+    fn reclaim(&mut self, place: &mut Place) -> Result<(Position, BootInstant), Outcome> {
+        let Some(lease) = self.session.as_ref().map(|s| s.lease) else {
+            return Err(Outcome::Finished);
+        };
+        let ours = etcd::KeyValue {
+            key: place.key.clone().into_bytes(),
+            create_revision: place.revision,
+            mod_revision: place.stamp,
+            lease,
+            ..etcd::KeyValue::default()
+        };
+        let settings = self.settings().clone();
+        let claim = queue::claim(
+            &settings.lock_name,
+            &ours,
+            &settings.identity,
+            settings.holders,
+        );
+        log::warn(
+            "our lease went unrenewed for RENEW_DEADLINE; claiming our key again before leading",
+            &[("key", &place.key)],
+        );
+        loop {
+            let sent = BootInstant::now();
+            let claimed = self.client().txn(&claim).and_then(|answer| {
+                queue::claimed(answer, settings.holders).map_err(|d| self.bad_answer("kv/txn", d))
+            });
+            match claimed {
+                Ok(Some((stamp, position))) => {
+                    self.answered();
+                    self.shared.clock.restamped(sent);
+                    place.stamp = stamp;
+                    return Ok((position, sent));
+                }
+                Ok(None) => {
+                    log::error(TAKEN, &[("key", &place.key)]);
+                    return Err(Outcome::Requeue(Fate::Drop));
+                }
+                Err(error) if self.retry_later(&error) => continue,
+                Err(_) => return Err(Outcome::Finished),
+            }
+        }
+    }
+
     /// The command must never start on a stale renewal: unless two of the leader's keepalives fit
-    /// before the deadline, one is sent first.
+    /// before the deadline, one is sent first. Nor after a lapse, until our key is re-stamped.
     fn ready_to_lead(&mut self) -> Readiness {
         let settings = self.settings().clone();
         let clock = Arc::clone(&self.shared.clock);
         let fresh = || clock.age().is_some_and(|a| settings.may_lead_on(a));
+        let ready = || match clock.lapsed() {
+            true => Readiness::Reclaim,
+            false => Readiness::Ready,
+        };
         if fresh() {
-            return Readiness::Ready;
+            return ready();
         }
         let Some(keeper) = self.keeper() else {
             return Readiness::Stop;
@@ -174,7 +245,7 @@ impl Candidate {
         keeper.renew_now();
         let budget = settings.request_budget() + Duration::from_millis(100);
         if clock.wait_renewed_after(asked, budget) && fresh() {
-            return Readiness::Ready;
+            return ready();
         }
         if self.inbox.lease_gone(self.session_id()) {
             return Readiness::LeaseGone;
@@ -191,14 +262,22 @@ impl Candidate {
 
     // ---- leading ----
 
-    /// Leads until the key or the lease is lost, or we stop. Besides watching our key, the leader
-    /// reads it once per keepalive interval: a preemption is noticed within that interval even
-    /// when the watch's connection died silently.
-    fn lead(&mut self, place: &Place, own: Option<KeyWatch>, revision: i64) -> Outcome {
+    /// Leads until the key or the lease is lost, or we stop; our key was proven ours by a request
+    /// sent at `proven`. Besides watching our key, the leader reads it once per keepalive
+    /// interval, and is only as fresh as the older of its last renewal and its last read: a
+    /// preemption is noticed within an interval even when the watch's connection died silently,
+    /// and a leader that cannot read its key stops by the renew deadline.
+    fn lead(
+        &mut self,
+        place: &Place,
+        own: Option<KeyWatch>,
+        revision: i64,
+        proven: BootInstant,
+    ) -> Outcome {
         let Some(lease) = self.session.as_ref().map(|s| s.lease) else {
             return Outcome::Finished;
         };
-        self.shared.clock.set_leading(true);
+        self.shared.clock.lead(proven);
         self.shared
             .leader
             .seen(Some(self.settings().identity.clone()));
@@ -228,19 +307,29 @@ impl Candidate {
                 Some(Alert::Lapsed { .. }) => break Loss::RenewalLapsed,
                 Some(Alert::Stop) => return Outcome::Finished,
             };
-            match self.confirm(place) {
-                Ok(Some(now)) => {
+            let sent = BootInstant::now();
+            match self.confirm(place, lease) {
+                Ok(Confirmed::Ours(now)) => {
+                    self.shared.clock.confirmed(sent);
                     known = known.max(now);
                     if confirm_failing {
                         log::info("our key is confirmed again", &[("key", &place.key)]);
                         confirm_failing = false;
                     }
                 }
-                Ok(None) => break Loss::KeyDeleted,
+                Ok(Confirmed::Lost) => break Loss::KeyDeleted,
+                Ok(Confirmed::Taken) => {
+                    self.end_session();
+                    break Loss::Superseded;
+                }
+                Err(error) if error.is_permanent() => {
+                    log::error("etcd refused to let us read our key", &[("error", &error)]);
+                    break Loss::Unconfirmed;
+                }
                 Err(error) => {
                     if !confirm_failing {
                         log::warn(
-                            "cannot confirm our key; the renew deadline still applies",
+                            "cannot confirm our key; the renew deadline runs from the last confirm",
                             &[("error", &error)],
                         );
                         confirm_failing = true;
@@ -258,9 +347,18 @@ impl Candidate {
         Outcome::Finished
     }
 
-    /// The revision our key was read at if it is still ours, `None` if it is gone.
-    fn confirm(&self, place: &Place) -> Result<Option<i64>, etcd::Error> {
+    /// What a read of our key says about it.
+    fn confirm(&self, place: &Place, lease: i64) -> Result<Confirmed, etcd::Error> {
         let answer = self.client().range(&queue::confirm(&place.key))?;
-        Ok(queue::confirmed(&answer, place.revision))
+        Ok(queue::confirmed(
+            &answer,
+            place.revision,
+            place.stamp,
+            lease,
+        ))
     }
 }
+
+/// Logged when an instance with our identity took our key (and its lease) over.
+const TAKEN: &str = "an instance with our identity took our key over while our lease went \
+                     unrenewed; queueing with a fresh lease (identities must be unique)";

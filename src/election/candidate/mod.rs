@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use super::failures::{Failures, Judgement};
 use super::inbox::{Inbox, Interest};
-use super::queue::Join;
+use super::queue::{Join, Position};
 use super::retry::{Backoff, Pace};
 use super::session::Keeper;
 use super::watch::{self, KeyWatch, Watched};
 use super::{Alert, Notice, Settings, Shared};
+use crate::clock::BootInstant;
 use crate::etcd::{self, Client};
 use crate::log;
 
@@ -39,14 +40,26 @@ struct Session {
 struct Place {
     key: String,
     revision: i64,
-    /// The creating transaction saw our key at the head of the queue.
-    at_head: bool,
+    /// The mod_revision of our last write to the key: it is ours while the key still has it.
+    stamp: i64,
+    /// Where the joining transaction saw it stand, and when that transaction was sent.
+    known: Option<(Position, BootInstant)>,
+}
+
+/// What becomes of the lease when we queue again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Ours still: a new key with it.
+    Keep,
+    /// Gone (expired or revoked), or taken over by an instance with our identity: a fresh one,
+    /// and the old one is never revoked by us.
+    Drop,
 }
 
 /// How a campaign ended.
 enum Outcome {
-    /// Our key is gone while we waited; queue again (with the same lease unless it is gone too).
-    Requeue { lease_gone: bool },
+    /// Our key is gone while we waited; queue again.
+    Requeue(Fate),
     /// We stop: asked to, leadership lost, or a fatal error.
     Finished,
 }
@@ -55,6 +68,8 @@ enum Outcome {
 enum Readiness {
     Ready,
     LeaseGone,
+    /// Our lease went unrenewed for RENEW_DEADLINE since our key was written: write it again.
+    Reclaim,
     Retry,
     Stop,
 }
@@ -98,10 +113,10 @@ impl Candidate {
             if join == Join::LookForTwin {
                 join = Join::Plain;
             }
-            match self.campaign(&place) {
+            match self.campaign(place) {
                 Outcome::Finished => return,
-                Outcome::Requeue { lease_gone } => {
-                    if lease_gone {
+                Outcome::Requeue(fate) => {
+                    if fate == Fate::Drop {
                         self.end_session();
                     }
                     let pause = self.requeue.pause(Instant::now());
