@@ -3,7 +3,7 @@
 # etcd, figure by figure, and writes target/bench/results.md and target/bench/results.json.
 #
 #   scripts/bench.sh            full run (< 10 minutes; run it on a quiet machine)
-#   scripts/bench.sh --quick    tiny n, short windows (< 90 s): a smoke test of the harness
+#   scripts/bench.sh --quick    tiny n, short windows (< 100 s): a smoke test of the harness
 #
 # Debian 12, as root, no stdin. Installs etcd-server/etcd-client if missing, builds the release
 # binary, then hands over to scripts/bench.py (Python 3 standard library only). Targets are reported,
@@ -16,7 +16,11 @@
 #
 # Environment: BENCH_BIN runs another binary instead of the fresh release build; BENCH_USE_STATIC=1
 # runs the static build in every figure instead; BENCH_KEEP=1 keeps the scratch directory (logs);
-# BENCH_ONLY=1,3 runs only those figures (0 calibration, 1..3, 4 = 4+5, 6..8; for debugging).
+# BENCH_ONLY=1,3 runs only those figures (0 calibration, 1..3, 4 = 4+5, 6..9; for debugging).
+#
+# Figure 9 (etcd's cost of idle candidates) reads etcd's own CPU from /proc/ETCD/task/*/schedstat
+# while 1 leader + 50 waiters (10 with --quick) of each tool sit idle on one lock, against an equal
+# window with no candidate, so it wants a quiet machine most of all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
