@@ -1,10 +1,13 @@
-//! README "The command", "Signals", "PID 1 and reaping" and "Exit codes": the command's exit
-//! status becomes ours, an unrunnable command exits 127 or 126, signals are forwarded while it runs
-//! and make a waiter leave, the command's process group dies with it and with us, and on a
-//! terminal Ctrl-C reaches the command once.
+//! README "The command", "Signals" and "Exit codes": the command's exit status becomes ours, an
+//! unrunnable command exits 127 or 126, signals are forwarded while it runs and make a waiter
+//! leave, the command's process group dies with it and with us, and on a terminal Ctrl-C reaches
+//! the command once. ("PID 1 and reaping" needs a PID namespace: `scripts/static-checks.sh` runs
+//! it under `unshare`.) The command's election variables are checked where it first leads, in
+//! `tests/election.rs`.
 //!
-//! Run: `cargo test --test command -- --test-threads=2`. The terminal test drives its own pty
-//! through Python's `pty` module in a child process, so it shares this binary with the others.
+//! Run: `cargo test --test command -- --test-threads=2`. The terminal test drives a pty of its own
+//! through Python's `pty` module in a child process (this process's terminal is not touched), so
+//! it needs no binary of its own.
 
 mod support;
 
@@ -16,8 +19,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use libc::{SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1};
+use support::env::{sh, Env, FAST, STEADY};
 use support::marks::{now_ns, secs, Nanos, OnTerm};
-use support::wrapper::{alive, sh, Env, Scene, FAST, SOON, STEADY};
+use support::procs::alive;
+use support::wrapper::{Scene, SOON};
 
 // ---- exit codes ----
 

@@ -20,8 +20,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::env::{sh, var, Env, FAST};
 use support::marks::OnTerm;
-use support::wrapper::{sh, var, Env, Scene, Wrapper, FAST, SOON};
+use support::wrapper::{Scene, Wrapper, SOON};
 use support::Etcd;
 
 /// Starts the wrapper `name` with exactly `env` (and PATH) around a child that exits 7 at once.

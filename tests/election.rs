@@ -18,8 +18,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libc::{SIGINT, SIGKILL};
+use support::env::{Timings, STEADY};
 use support::marks::{now_ns, secs, Nanos, OnTerm};
-use support::wrapper::{alive, send, Scene, Timings, SOON, STEADY};
+use support::procs::{alive, send};
+use support::wrapper::{Scene, SOON};
 use support::{etcdctl_bin, Etcd};
 
 // ---- taking turns ----

@@ -12,9 +12,11 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::env::Env;
 use support::marks::{Marks, OnTerm};
+use support::procs::{alive, group_alive};
 use support::proxy::Proxy;
-use support::wrapper::{alive, group_alive, Env, Scene, SOON};
+use support::wrapper::{Scene, SOON};
 use support::{pgrep, wait_until, Cluster, Etcd, Options};
 
 /// Asserts that nothing runs from `dir` any more and that `dir` is gone.
@@ -546,7 +548,11 @@ fn the_proxy_freezes_thaws_and_closes_without_losing_order() {
 #[test]
 fn the_proxy_closes_and_reports_a_connection_it_cannot_set_up() {
     // A target nothing listens on: each connection is closed at once, and the proxy says why.
-    let proxy = Proxy::start(&format!("127.0.0.1:{}", support::free_port()));
+    // 127.0.0.2 with a port held on 127.0.0.1: nobody can listen there (a wildcard bind of the
+    // port would clash), and the connection cannot meet itself (its source is 127.0.0.1).
+    let held = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = held.local_addr().unwrap().port();
+    let proxy = Proxy::start(&format!("127.0.0.2:{port}"));
     let mut client = TcpStream::connect(proxy.hostport()).unwrap();
     let (got, ended) = read_within(&mut client, 1, SOON);
     assert_eq!((got, ended), (Vec::new(), Ended::Closed));
@@ -554,7 +560,7 @@ fn the_proxy_closes_and_reports_a_connection_it_cannot_set_up() {
         !proxy.failures().is_empty()
     });
     assert!(
-        proxy.failures()[0].starts_with("connect to 127.0.0.1:"),
+        proxy.failures()[0].starts_with("connect to 127.0.0.2:"),
         "{:?}",
         proxy.failures()
     );

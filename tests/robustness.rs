@@ -17,9 +17,10 @@ use etcd_await_election::etcd::{
     LeaseGrant, LeaseTtl, Op, OpResponse, PutResponse, RangeRequest, RangeResponse, TxnRequest,
     TxnResponse, WatchEvent, WatchRequest,
 };
+use support::env::FAST;
 use support::fake_gateway::{Answer, FakeGateway};
 use support::marks::OnTerm;
-use support::wrapper::{Scene, Wrapper, FAST};
+use support::wrapper::{Scene, Wrapper};
 
 // ---- the client and an instance facing a broken gateway ----
 

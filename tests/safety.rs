@@ -24,9 +24,11 @@ use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use etcd_await_election::etcd::{Client, ClientConfig};
+use support::env::{Timings, FAST, ROOMY, STEADY};
 use support::marks::{now_ns, secs, Nanos, OnTerm};
+use support::procs::{alive, group_alive};
 use support::proxy::Proxy;
-use support::wrapper::{alive, group_alive, Scene, Timings, Wrapper, FAST, ROOMY, SOON, STEADY};
+use support::wrapper::{Scene, Wrapper, SOON};
 use support::Cluster;
 
 /// How long an instance may take to lead an election nobody else holds (etcd is up).
@@ -38,6 +40,38 @@ const SLACK: Duration = Duration::from_secs(3);
 fn via(s: &Scene, name: &str, endpoints: &str, t: Timings) -> Wrapper {
     let env = s.env(name, t).set("ENDPOINTS", endpoints);
     s.spawn(name, env, s.child(name, OnTerm::Trap))
+}
+
+/// `a` leads on etcd directly; `w` queues behind it through a proxy (returned), its watch
+/// registered.
+fn leader_and_proxied_waiter(s: &Scene, t: Timings) -> (Proxy, Wrapper, Wrapper) {
+    let proxy = Proxy::start(&s.etcd().endpoint_hostport());
+    let a = s.candidate("a", t);
+    s.await_start("a", LEAD);
+    let w = via(s, "w", &proxy.url(), t);
+    s.await_queued(&w, LEAD);
+    // w is alone behind a: one watch covers both keys.
+    s.wait("w's watch created", LEAD, || {
+        proxy.connections_with(b"\"created\":true") >= 1
+    });
+    (proxy, a, w)
+}
+
+/// Waits for `w` to lead after `a`'s child ended, and asserts the documented bound: a silent
+/// watch is replaced after 2 x LEASE_DURATION, a look and the start follow, so within
+/// 3 x LEASE_DURATION. Returns how long after `a`'s end `w` started.
+fn w_leads_within_the_idle_bound(s: &Scene, t: Timings) -> Nanos {
+    let a_end = s.end_of("a").expect("a's end");
+    let bound = 3 * t.lease();
+    let start = s.await_start("w", bound + SLACK).at;
+    eprintln!("w started {} after a's child ended", secs(start - a_end));
+    assert!(
+        start - a_end < bound.as_nanos() as Nanos,
+        "w led {} after a's child ended, over 3 x LEASE_DURATION\n{}",
+        secs(start - a_end),
+        s.report()
+    );
+    start - a_end
 }
 
 fn ns(t: std::time::SystemTime) -> Nanos {
@@ -306,36 +340,18 @@ fn a_leader_partitioned_from_etcd_stops_before_its_lease_expires_and_the_waiter_
 fn a_waiter_whose_watch_went_silent_takes_over_within_the_idle_bound() {
     let t = FAST;
     let s = Scene::new();
-    let proxy = Proxy::start(&s.etcd().endpoint_hostport());
-    let mut a = s.candidate("a", t);
-    s.await_start("a", LEAD);
-    let w = via(&s, "w", &proxy.url(), t);
-    s.await_queued(&w, LEAD);
-    // w is alone behind a: one watch covers both keys.
-    s.wait("w's watch created", LEAD, || {
-        proxy.connections_with(b"\"created\":true") >= 1
-    });
+    let (proxy, mut a, _w) = leader_and_proxied_waiter(&s, t);
 
     // Cut w's watch connections silently; its later connections (keepalives, new watches) pass.
     assert!(proxy.freeze_existing() >= 2);
     s.stop("a", 0);
     assert_eq!(a.code(LEAD), 0, "{}", s.report());
-    let a_end = s.end_of("a").expect("a's end");
-    // The documented bound: a silent watch is replaced after 2 x LEASE_DURATION; a look and the
-    // start follow. w polls nothing else, so it can learn of a's exit only through a new watch.
-    let bound = 3 * t.lease();
-    let start = s.await_start("w", bound + SLACK).at;
-    eprintln!("w started {} after a's child ended", secs(start - a_end));
+    // w polls nothing else, so it can learn of a's exit only through a new watch.
+    let took = w_leads_within_the_idle_bound(&s, t);
     assert!(
-        start - a_end < bound.as_nanos() as Nanos,
-        "w led {} after a's child ended, over 3 x LEASE_DURATION\n{}",
-        secs(start - a_end),
-        s.report()
-    );
-    assert!(
-        start - a_end > 500_000_000,
+        took > 500_000_000,
         "w led {} after a ended: its watch was not silenced (test broken)\n{}",
-        secs(start - a_end),
+        secs(took),
         s.report()
     );
     s.assert_no_overlap();
@@ -347,15 +363,7 @@ fn a_waiter_whose_watch_went_silent_takes_over_within_the_idle_bound() {
 fn a_waiter_whose_watch_revision_was_compacted_takes_over() {
     let t = FAST;
     let s = Scene::new();
-    let proxy = Proxy::start(&s.etcd().endpoint_hostport());
-    let mut a = s.candidate("a", t);
-    s.await_start("a", LEAD);
-    let w = via(&s, "w", &proxy.url(), t);
-    s.await_queued(&w, LEAD);
-    // w is alone behind a: one watch covers both keys.
-    s.wait("w's watch created", LEAD, || {
-        proxy.connections_with(b"\"created\":true") >= 1
-    });
+    let (proxy, mut a, _w) = leader_and_proxied_waiter(&s, t);
 
     // Silence w's watches, so that each is re-established (after the idle timeout) from the
     // revision it was opened at; compact past that revision meanwhile.
@@ -373,17 +381,7 @@ fn a_waiter_whose_watch_revision_was_compacted_takes_over() {
     client.compact(revision).expect("compact");
     s.stop("a", 0);
     assert_eq!(a.code(LEAD), 0, "{}", s.report());
-    let a_end = s.end_of("a").expect("a's end");
-
-    let bound = 3 * t.lease();
-    let start = s.await_start("w", bound + SLACK).at;
-    eprintln!("w started {} after a's child ended", secs(start - a_end));
-    assert!(
-        start - a_end < bound.as_nanos() as Nanos,
-        "w led {} after a's child ended\n{}",
-        secs(start - a_end),
-        s.report()
-    );
+    w_leads_within_the_idle_bound(&s, t);
     // The re-established watch met the compaction (etcd cancelled it naming the compacted
     // revision) — the path under test was taken.
     assert!(
@@ -406,15 +404,7 @@ fn a_waiter_whose_renewals_stalled_does_not_start_its_child_when_it_reaches_the_
         retry_ms: 500,
     };
     let s = Scene::new();
-    let proxy = Proxy::start(&s.etcd().endpoint_hostport());
-    let mut a = s.candidate("a", t);
-    s.await_start("a", LEAD);
-    let w = via(&s, "w", &proxy.url(), t);
-    s.await_queued(&w, LEAD);
-    // w is alone behind a: one watch covers both keys.
-    s.wait("w's watch created", LEAD, || {
-        proxy.connections_with(b"\"created\":true") >= 1
-    });
+    let (proxy, mut a, w) = leader_and_proxied_waiter(&s, t);
 
     // Only w's keepalives stall; its watches and its kv calls go on.
     proxy.hold_matching(b"/v3/lease/keepalive");

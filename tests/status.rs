@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::env::{sh, Timings};
 use support::marks::OnTerm;
-use support::wrapper::{sh, Scene, Timings, Wrapper};
+use support::wrapper::{Scene, Wrapper};
 use support::{free_port, unique_name, Etcd};
 
 /// The timings of every wrapper here.

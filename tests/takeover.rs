@@ -11,8 +11,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libc::{SIGCONT, SIGKILL, SIGSTOP};
+use support::env::{Timings, STEADY};
 use support::marks::OnTerm;
-use support::wrapper::{Scene, Timings, SOON, STEADY};
+use support::wrapper::{Scene, SOON};
 
 #[test]
 fn a_restarted_instance_with_the_same_identity_keeps_its_place() {

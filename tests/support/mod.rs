@@ -9,13 +9,16 @@
 //! `etcdctl` is `$ETCDCTL_BIN` (default `/usr/bin/etcdctl`). Only std and CLI tools (`etcd`,
 //! `etcdctl`, `openssl`, `sh`, `pgrep`) are used.
 //!
-//! Beside it: [`wrapper`] runs the binary under test in a scene, [`marks`] is the command it runs
-//! and the log that command leaves, [`proxy`] cuts one client off from etcd, and
-//! [`fake_gateway`] answers what a real etcd never would.
+//! Beside it: [`wrapper`] runs the binary under test in a scene, with [`env`] (its timings and
+//! variables), [`marks`] (the command it runs and the log that command leaves) and [`procs`]
+//! (signals, liveness); [`proxy`] cuts one client off from etcd, and [`fake_gateway`] answers what
+//! a real etcd never would.
 #![allow(dead_code)]
 
+pub mod env;
 pub mod fake_gateway;
 pub mod marks;
+pub mod procs;
 pub mod proxy;
 pub mod wrapper;
 

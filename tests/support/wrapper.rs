@@ -14,133 +14,21 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use std::os::unix::process::CommandExt;
+use super::env::{Env, Timings};
+use super::procs::{group_alive, send};
 
 use super::marks::{self, Marks, Nanos, OnTerm, Start};
 use super::{bin, unique_name, Etcd, Kv};
 
 /// Generous bound for anything that should happen "soon" on a loaded 2-core box.
 pub const SOON: Duration = Duration::from_secs(15);
-
-/// A wrapper's election timings.
-#[derive(Clone, Copy, Debug)]
-pub struct Timings {
-    /// LEASE_DURATION, whole seconds.
-    pub lease_s: u64,
-    pub renew_ms: u64,
-    pub retry_ms: u64,
-}
-
-/// Short: keepalive every 500 ms, unary budget 1 s, idle watch 6 s; lease expiry can be waited for.
-pub const FAST: Timings = Timings {
-    lease_s: 3,
-    renew_ms: 2000,
-    retry_ms: 500,
-};
-
-/// Handover must come from resignation, never from expiry: a lease far longer than any deadline
-/// a test waits for, so a quick takeover proves the old leader let go.
-pub const STEADY: Timings = Timings {
-    lease_s: 15,
-    renew_ms: 2000,
-    retry_ms: 500,
-};
-
-/// Outlasts a raft election (1-2 s with the harness's cluster) with room to spare.
-pub const ROOMY: Timings = Timings {
-    lease_s: 6,
-    renew_ms: 4000,
-    retry_ms: 500,
-};
-
-impl Timings {
-    pub fn lease(self) -> Duration {
-        Duration::from_secs(self.lease_s)
-    }
-
-    pub fn renew(self) -> Duration {
-        Duration::from_millis(self.renew_ms)
-    }
-
-    pub fn lease_ns(self) -> Nanos {
-        Nanos::from(self.lease_s) * 1_000_000_000
-    }
-
-    /// When the wrapper SIGKILLs at the latest after the last renewal: (RENEW + LEASE) / 2.
-    pub fn kill_after_ns(self) -> Nanos {
-        (Nanos::from(self.renew_ms) * 1_000_000 + self.lease_ns()) / 2
-    }
-
-    /// The three variables; a whole number of seconds is written bare, as the Go tool takes it.
-    fn vars(self) -> [(&'static str, String); 3] {
-        let renew = match self.renew_ms % 1000 {
-            0 => (self.renew_ms / 1000).to_string(),
-            _ => format!("{}ms", self.renew_ms),
-        };
-        [
-            ("LEASE_DURATION", self.lease_s.to_string()),
-            ("RENEW_DEADLINE", renew),
-            ("RETRY_PERIOD", format!("{}ms", self.retry_ms)),
-        ]
-    }
-}
-
-/// `ETCD_AWAIT_ELECTION_<suffix>`.
-pub fn var(suffix: &str) -> String {
-    format!("ETCD_AWAIT_ELECTION_{suffix}")
-}
-
-/// `sh -c SCRIPT` as a command line.
-pub fn sh(script: &str) -> Vec<OsString> {
-    vec!["sh".into(), "-c".into(), script.into()]
-}
-
-/// The variables given to one wrapper on top of PATH; a later `set` of a name replaces it.
-#[derive(Clone, Debug, Default)]
-pub struct Env(Vec<(String, OsString)>);
-
-impl Env {
-    /// Sets `ETCD_AWAIT_ELECTION_<suffix>`.
-    pub fn set(self, suffix: &str, value: impl Into<OsString>) -> Env {
-        self.raw(&var(suffix), value)
-    }
-
-    /// Removes `ETCD_AWAIT_ELECTION_<suffix>`.
-    pub fn unset(mut self, suffix: &str) -> Env {
-        let name = var(suffix);
-        self.0.retain(|(n, _)| *n != name);
-        self
-    }
-
-    /// Sets the variable `name` (any name).
-    pub fn raw(mut self, name: &str, value: impl Into<OsString>) -> Env {
-        self.0.retain(|(n, _)| n != name);
-        self.0.push((name.to_string(), value.into()));
-        self
-    }
-
-    /// Sets the three timing variables.
-    pub fn timings(self, t: Timings) -> Env {
-        t.vars().into_iter().fold(self, |env, (k, v)| env.set(k, v))
-    }
-
-    /// The value of `ETCD_AWAIT_ELECTION_<suffix>`, if set.
-    pub fn get(&self, suffix: &str) -> Option<&OsString> {
-        let name = var(suffix);
-        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
-    }
-
-    /// The variables, in the order they were set.
-    pub fn vars(&self) -> &[(String, OsString)] {
-        &self.0
-    }
-}
 
 /// A running `etcd-await-election`; SIGKILLed and reaped on drop if still running.
 pub struct Wrapper {
@@ -513,43 +401,4 @@ impl Drop for Scene {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-// ---- processes ----
-
-/// Sends `signal` to `pid` (a negative pid names a process group).
-pub fn send(pid: i32, signal: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid, signal);
-    }
-}
-
-/// Whether `pid` runs (a zombie counts as gone).
-pub fn alive(pid: i32) -> bool {
-    stat_fields(&format!("/proc/{pid}/stat")).is_some_and(|fields| !is_dead(&fields))
-}
-
-/// Whether any process of process group `pgid` runs (zombies do not count).
-pub fn group_alive(pgid: i32) -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let stat = entry.path().join("stat");
-        stat_fields(&stat.to_string_lossy()).is_some_and(|fields| {
-            !is_dead(&fields) && fields.get(2).and_then(|g| g.parse().ok()) == Some(pgid)
-        })
-    })
-}
-
-/// The fields of `/proc/PID/stat` after `(comm)`: state, ppid, pgrp, … (comm may hold spaces).
-fn stat_fields(path: &str) -> Option<Vec<String>> {
-    let stat = fs::read_to_string(path).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    Some(rest.split_whitespace().map(str::to_string).collect())
-}
-
-fn is_dead(fields: &[String]) -> bool {
-    matches!(fields.first().map(String::as_str), None | Some("Z" | "X"))
 }
