@@ -259,7 +259,18 @@ fn readyz_and_metrics_follow_a_handover() {
         http_code(&b, "/readyz") == Some(200)
     });
     assert_eq!(is_leader(&b), Some(1.0));
-    let page = http(&b, "/metrics").unwrap();
+    // b may have led on its lease grant alone, before any keepalive (a waiter renews every
+    // 900 ms here, a leader every 500 ms): wait for its first acknowledged one in the histogram.
+    let mut page = http(&b, "/metrics").unwrap();
+    s.wait(
+        "b's first keepalive is counted",
+        Duration::from_secs(5),
+        || {
+            page = http(&b, "/metrics").unwrap();
+            let count = "etcd_await_election_keepalive_duration_seconds_count";
+            metric(&parse_metrics(&page.body), count) >= 1.0
+        },
+    );
     assert!(page
         .head
         .contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
