@@ -268,12 +268,20 @@ impl Scene {
         self.marks().at(kind, name)
     }
 
-    /// Waits for the child `name` to start.
+    /// Waits for the child `name` to start; panics if it started more than once.
     pub fn await_start(&self, name: &str, timeout: Duration) -> Start {
         self.wait(&format!("child {name} starts"), timeout, || {
             self.start_of(name).is_some()
         });
-        self.start_of(name).expect("just seen")
+        let marks = self.marks();
+        let starts = marks.all("start", name);
+        assert_eq!(
+            starts.len(),
+            1,
+            "{name} started {starts:?}\n{}",
+            self.report()
+        );
+        marks.start_of(name).expect("just seen")
     }
 
     /// Waits for the child `name` to end.
