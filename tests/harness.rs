@@ -1,13 +1,22 @@
-//! Tests of the real-etcd test harness in `tests/support` itself.
+//! Tests of the test harness in `tests/support` itself: the etcd members and clusters, the proxy,
+//! the marks log's checks (fed made-up logs, so that each can be seen to fail) and the clean-up
+//! of scenes and wrappers.
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
+use support::env::Env;
+use support::marks::{Marks, OnTerm};
+use support::procs::{alive, group_alive};
+use support::proxy::Proxy;
+use support::wrapper::{Scene, SOON};
 use support::{pgrep, wait_until, Cluster, Etcd, Options};
 
 /// Asserts that nothing runs from `dir` any more and that `dir` is gone.
@@ -393,4 +402,257 @@ fn unique_names_differ() {
     let b = support::unique_name("lock");
     assert_ne!(a, b);
     assert!(a.starts_with("lock-"));
+}
+
+// ---- the proxy ----
+
+/// A loopback echo server; returns its `host:port`.
+fn echo_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut reader = stream.try_clone().expect("clone");
+                let mut writer = stream;
+                let _ = std::io::copy(&mut reader, &mut writer);
+            });
+        }
+    });
+    addr
+}
+
+/// How [`read_within`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The bytes wanted arrived.
+    Complete,
+    /// The peer closed the connection.
+    Closed,
+    /// The time was up.
+    TimedOut,
+    /// Reading failed otherwise.
+    Failed(ErrorKind),
+}
+
+/// Reads until `want` bytes arrived, the peer closed, or `wait` passed (a read interrupted
+/// early is resumed until then), and says which.
+fn read_within(stream: &mut TcpStream, want: usize, wait: Duration) -> (Vec<u8>, Ended) {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (got, Ended::TimedOut);
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, Ended::Closed),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.len() >= want {
+                    return (got, Ended::Complete);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return (got, Ended::Failed(e.kind())),
+        }
+    }
+}
+
+/// Asserts that `expected` comes back on `stream` within 5 s.
+fn assert_echo(proxy: &Proxy, stream: &mut TcpStream, expected: &[u8]) {
+    let (got, ended) = read_within(stream, expected.len(), Duration::from_secs(5));
+    assert_eq!(
+        (got.as_slice(), &ended),
+        (expected, &Ended::Complete),
+        "{}",
+        proxy_state(proxy)
+    );
+}
+
+/// Asserts that nothing comes back on `stream` for 300 ms (and that it stays open).
+fn assert_silent(proxy: &Proxy, stream: &mut TcpStream) {
+    let (got, ended) = read_within(stream, 1, Duration::from_millis(300));
+    assert_eq!(
+        (got.as_slice(), &ended),
+        (&b""[..], &Ended::TimedOut),
+        "{}",
+        proxy_state(proxy)
+    );
+}
+
+fn proxy_state(proxy: &Proxy) -> String {
+    format!(
+        "proxy: {} accepted, {} open, failures {:?}",
+        proxy.accepted(),
+        proxy.open_connections(),
+        proxy.failures()
+    )
+}
+
+#[test]
+fn the_proxy_freezes_thaws_and_closes_without_losing_order() {
+    let proxy = Proxy::start(&echo_server());
+    let mut old = TcpStream::connect(proxy.hostport()).unwrap();
+    old.write_all(b"a").unwrap();
+    assert_echo(&proxy, &mut old, b"a");
+
+    proxy.freeze();
+    old.write_all(b"b").unwrap();
+    // Asserting silence: nothing may come back while frozen.
+    assert_silent(&proxy, &mut old);
+    proxy.thaw();
+    assert_echo(&proxy, &mut old, b"b");
+
+    assert_eq!(proxy.freeze_existing(), 1);
+    let mut new = TcpStream::connect(proxy.hostport()).unwrap();
+    new.write_all(b"c").unwrap();
+    assert_echo(&proxy, &mut new, b"c");
+    old.write_all(b"d").unwrap();
+    // Asserting silence on the frozen connection.
+    assert_silent(&proxy, &mut old);
+    assert_eq!(proxy.connections_with(b"c"), 1);
+    assert!(proxy.last_forwarded_upstream().is_some());
+
+    proxy.thaw();
+    assert_echo(&proxy, &mut old, b"d");
+    proxy.hold_matching(b"x");
+    new.write_all(b"e").unwrap();
+    assert_echo(&proxy, &mut new, b"e");
+    new.write_all(b"xy").unwrap();
+    // Asserting silence: the chunk with the pattern is held, and the connection with it.
+    assert_silent(&proxy, &mut new);
+    old.write_all(b"f").unwrap();
+    assert_echo(&proxy, &mut old, b"f");
+    let mut third = TcpStream::connect(proxy.hostport()).unwrap();
+    third.write_all(b"x").unwrap();
+    assert_silent(&proxy, &mut third);
+
+    proxy.freeze_existing();
+    old.write_all(b"g").unwrap();
+    proxy.close_all();
+    old.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    let _ = old.read_to_end(&mut rest);
+    assert_eq!(rest, b"", "held bytes must be dropped by close_all");
+    assert_eq!(proxy.accepted(), 3, "{}", proxy_state(&proxy));
+    assert!(proxy.failures().is_empty(), "{}", proxy_state(&proxy));
+}
+
+#[test]
+fn the_proxy_closes_and_reports_a_connection_it_cannot_set_up() {
+    // A target nothing listens on: each connection is closed at once, and the proxy says why.
+    // 127.0.0.2 with a port held on 127.0.0.1: nobody can listen there (a wildcard bind of the
+    // port would clash), and the connection cannot meet itself (its source is 127.0.0.1).
+    let held = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = held.local_addr().unwrap().port();
+    let proxy = Proxy::start(&format!("127.0.0.2:{port}"));
+    let mut client = TcpStream::connect(proxy.hostport()).unwrap();
+    let (got, ended) = read_within(&mut client, 1, SOON);
+    assert_eq!((got, ended), (Vec::new(), Ended::Closed));
+    wait_until("the failure is recorded", SOON, || {
+        !proxy.failures().is_empty()
+    });
+    assert!(
+        proxy.failures()[0].starts_with("connect to 127.0.0.2:"),
+        "{:?}",
+        proxy.failures()
+    );
+    assert_eq!(proxy.accepted(), 0);
+}
+
+// ---- the marks log and its checks ----
+
+/// A log of `lines`, each with its newline.
+fn log(lines: &[&str]) -> Marks {
+    Marks::parse(&lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+}
+
+#[test]
+fn the_marks_are_parsed_and_a_half_written_line_is_skipped() {
+    let marks = Marks::parse("start a 10 42 lock/1f 7 1f\nterm a 15\nend a 20\nstart b 30 43");
+    let start = marks.start_of("a").expect("a started");
+    assert_eq!(
+        (start.at, start.pid, start.key.as_str(), start.revision),
+        (10, 42, "lock/1f", 7)
+    );
+    assert_eq!(start.lease_hex, "1f");
+    assert_eq!(marks.at("term", "a"), Some(15));
+    assert_eq!(marks.end_of("a"), Some(20));
+    assert!(marks.start_of("b").is_none(), "a line without its newline");
+}
+
+#[test]
+fn the_overlap_checks_catch_overlaps_and_unfinished_children() {
+    let turns = log(&["start a 10", "end a 20", "start b 30", "end b 40"]);
+    assert_eq!(turns.check_no_overlap(), Ok(()));
+    assert_eq!(turns.check_one_at_a_time(&["a", "b"]), Ok(()));
+    assert!(
+        turns.check_one_at_a_time(&["b", "a"]).is_err(),
+        "wrong order"
+    );
+
+    let overlap = log(&["start a 10", "start b 15", "end a 20", "end b 40"]);
+    assert!(overlap.check_no_overlap().is_err());
+    assert!(overlap.check_one_at_a_time(&["a", "b"]).is_err());
+    let touching = log(&["start a 10", "end a 20", "start b 20", "end b 40"]);
+    assert!(
+        touching.check_no_overlap().is_err(),
+        "an end must precede the next start"
+    );
+
+    let unfinished = log(&["start a 10", "start b 30", "end b 40"]);
+    assert!(unfinished.check_no_overlap().is_err());
+    let last_runs = log(&["start a 10", "end a 20", "start b 30"]);
+    assert_eq!(last_runs.check_no_overlap(), Ok(()), "the last one may run");
+    assert!(last_runs.check_one_at_a_time(&["a", "b"]).is_err());
+
+    let twice = log(&["start a 10", "end a 20", "start a 30", "end a 40"]);
+    assert!(twice.check_no_overlap().is_err(), "one child, two starts");
+    let backwards = log(&["start a 30", "end a 20"]);
+    assert!(backwards.check_no_overlap().is_err());
+
+    // A preempted child (killed, no end) is not one of the turns asked about.
+    let preempted = log(&[
+        "start a 10",
+        "start c 15",
+        "end c 20",
+        "start b 30",
+        "end b 40",
+    ]);
+    assert_eq!(preempted.check_one_at_a_time(&["c", "b"]), Ok(()));
+    assert!(preempted.check_no_overlap().is_err());
+}
+
+#[test]
+fn a_dropped_wrapper_is_killed_and_a_scene_kills_what_its_children_left() {
+    let s = Scene::without_etcd();
+    // Disabled mode: the wrapper becomes the child, so dropping the wrapper kills the child.
+    let wrapper = s.spawn("direct", Env::default(), s.child("direct", OnTerm::Ignore));
+    let direct = s.await_start("direct", SOON).pid;
+    assert_eq!(direct, wrapper.pid());
+    drop(wrapper);
+    assert!(!alive(direct), "a dropped wrapper survived");
+
+    // A child whose wrapper is gone (here: started without one), in a group of its own.
+    let args = s.child("orphan", OnTerm::Ignore);
+    let mut orphan = Command::new(&args[0])
+        .args(&args[1..])
+        .process_group(0)
+        .spawn()
+        .expect("spawn sh");
+    let pid = s.await_start("orphan", SOON).pid;
+    let dir = s.dir().to_path_buf();
+    drop(s);
+    wait_until("the orphan and its group are killed", SOON, || {
+        !alive(pid) && !group_alive(pid)
+    });
+    let _ = orphan.wait();
+    assert!(!dir.exists(), "{dir:?} was not removed");
 }

@@ -1,149 +1,86 @@
-//! Operability against a real etcd: the status endpoint (the Go tool's body byte for byte on every
-//! path, /healthz, /readyz, /metrics with its labels parsed by Prometheus' own parser), hostile and
-//! flooding HTTP clients that must leave probes answered and the election untouched, the acquire
-//! timeout, and logs.
+//! README "Status endpoint" and "Logs": the Go tool's body byte for byte on every path, /healthz,
+//! /readyz and /metrics (its labels parsed by Prometheus' own parser) following the election,
+//! hostile and flooding HTTP clients that must leave probes answered and the election untouched;
+//! logs that are JSON when asked and never hold a password.
+//!
+//! Every wrapper here serves its status endpoint on a free loopback port
+//! ([`support::wrapper::Wrapper::status_port`]).
+//!
+//! Run: `cargo test --test status -- --test-threads=2`.
 
 mod support;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{unique_name, wait_until, Etcd};
+use support::env::{sh, Timings};
+use support::marks::OnTerm;
+use support::wrapper::{Scene, Wrapper};
+use support::{free_port, unique_name, Etcd};
 
-/// A child that creates `started` in `dir`, then runs until the file `stop` appears there.
-fn until_stopped(dir: &Path) -> Vec<String> {
-    let (started, stop) = (dir.join("started"), dir.join("stop"));
-    vec![
-        "sh".into(),
-        "-c".into(),
-        format!(
-            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.02; done",
-            started.display(),
-            stop.display()
-        ),
-    ]
+/// The timings of every wrapper here.
+const PROBED: Timings = Timings {
+    lease_s: 4,
+    renew_ms: 2000,
+    retry_ms: 500,
+};
+
+/// Spawns the candidate `identity` on `endpoints` with a status endpoint, `extra` variables
+/// (suffix, value) and `command`.
+fn spawn(
+    s: &Scene,
+    identity: &str,
+    endpoints: &str,
+    extra: &[(&str, &str)],
+    command: Vec<OsString>,
+) -> Wrapper {
+    let status = format!("127.0.0.1:{}", free_port());
+    let env = s
+        .env(identity, PROBED)
+        .set("ENDPOINTS", endpoints)
+        .set("STATUS_ENDPOINT", status);
+    let env = extra.iter().fold(env, |env, (k, v)| env.set(k, *v));
+    s.spawn(identity, env, command)
 }
 
-struct Instance {
-    child: Child,
-    status: u16,
-    stderr: PathBuf,
-    dir: PathBuf,
+/// [`spawn`] with the marks child of that name, once its status endpoint answers.
+fn start(s: &Scene, identity: &str, endpoints: &str, extra: &[(&str, &str)]) -> Wrapper {
+    let wrapper = spawn(
+        s,
+        identity,
+        endpoints,
+        extra,
+        s.child(identity, OnTerm::Trap),
+    );
+    s.wait(
+        "the status endpoint listens",
+        Duration::from_secs(10),
+        || http(&wrapper, "/").is_some(),
+    );
+    wrapper
 }
 
-impl Instance {
-    fn start(endpoints: &str, lock: &str, identity: &str, extra: &[(&str, &str)]) -> Instance {
-        let dir = std::env::temp_dir().join(unique_name("eae-status"));
-        fs::create_dir_all(&dir).unwrap();
-        let command = until_stopped(&dir);
-        let instance = Instance::start_with(endpoints, lock, identity, extra, dir, &command);
-        wait_until(
-            "the status endpoint listens",
-            Duration::from_secs(10),
-            || get(instance.status, "/").is_some(),
-        );
-        instance
-    }
-
-    fn start_with(
-        endpoints: &str,
-        lock: &str,
-        identity: &str,
-        extra: &[(&str, &str)],
-        dir: PathBuf,
-        command: &[String],
-    ) -> Instance {
-        fs::create_dir_all(&dir).unwrap();
-        let status = free_port();
-        let stderr = dir.join("stderr");
-        let mut cmd = Command::new(support::bin());
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("ETCD_AWAIT_ELECTION_ENDPOINTS", endpoints)
-            .env("ETCD_AWAIT_ELECTION_LOCK_NAME", lock)
-            .env("ETCD_AWAIT_ELECTION_IDENTITY", identity)
-            .env("ETCD_AWAIT_ELECTION_LEASE_DURATION", "4")
-            .env("ETCD_AWAIT_ELECTION_RENEW_DEADLINE", "2")
-            .env("ETCD_AWAIT_ELECTION_RETRY_PERIOD", "500ms")
-            .env(
-                "ETCD_AWAIT_ELECTION_STATUS_ENDPOINT",
-                format!("127.0.0.1:{status}"),
-            );
-        for (name, value) in extra {
-            cmd.env(format!("ETCD_AWAIT_ELECTION_{name}"), value);
-        }
-        cmd.args(command)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&stderr).unwrap());
-        let child = cmd.spawn().expect("spawn etcd-await-election");
-        Instance {
-            child,
-            status,
-            stderr,
-            dir,
-        }
-    }
-
-    fn get(&self, path: &str) -> Option<Response> {
-        get(self.status, path)
-    }
-
-    fn code(&self, path: &str) -> Option<u16> {
-        self.get(path).map(|r| r.code)
-    }
-
-    fn stop_child(&self) {
-        fs::write(self.dir.join("stop"), "").unwrap();
-    }
-
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "wrapper did not exit within {timeout:?}; stderr:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
+/// One GET of `path` from the wrapper's status endpoint.
+fn http(wrapper: &Wrapper, path: &str) -> Option<Response> {
+    get(wrapper.status_port(), path)
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
+/// The status code of one GET of `path`.
+fn http_code(wrapper: &Wrapper, path: &str) -> Option<u16> {
+    http(wrapper, path).map(|r| r.code)
 }
 
 struct Response {
     code: u16,
     head: String,
     body: String,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One GET; `None` when nothing listens or the connection was closed without an answer.
@@ -227,37 +164,32 @@ fn metric(samples: &[Sample], name: &str) -> f64 {
         .value
 }
 
-fn is_leader(instance: &Instance) -> Option<f64> {
-    let page = instance.get("/metrics")?;
+fn is_leader(instance: &Wrapper) -> Option<f64> {
+    let page = http(instance, "/metrics")?;
     Some(metric(
         &parse_metrics(&page.body),
         "etcd_await_election_is_leader",
     ))
 }
 
-fn keys(etcd: &Etcd, lock: &str) -> String {
-    etcd.etcdctl_ok(&["get", "--prefix", &format!("{lock}/")])
-}
-
 #[test]
 fn bodies_are_the_go_tools_byte_for_byte_on_every_path() {
-    let etcd = Etcd::start();
-    let lock = unique_name("lock");
-    let leader = Instance::start(&etcd.client_url(), &lock, "pod-a", &[]);
-    wait_until("pod-a runs", Duration::from_secs(10), || {
-        leader.get("/").is_some_and(|r| r.body.contains("running"))
+    let s = Scene::new();
+    let leader = start(&s, "pod-a", &s.url(), &[]);
+    s.wait("pod-a runs", Duration::from_secs(10), || {
+        http(&leader, "/").is_some_and(|r| r.body.contains("running"))
     });
-    let waiter = Instance::start(&etcd.client_url(), &lock, "pod-<b>", &[]);
-    wait_until("pod-<b> knows the leader", Duration::from_secs(10), || {
-        waiter.get("/").is_some_and(|r| r.body.contains("pod-a"))
+    let waiter = start(&s, "pod-<b>", &s.url(), &[]);
+    s.wait("pod-<b> knows the leader", Duration::from_secs(10), || {
+        http(&waiter, "/").is_some_and(|r| r.body.contains("pod-a"))
     });
     let nobody = format!("http://127.0.0.1:{}", free_port());
-    let cut_off = Instance::start(&nobody, &lock, "pod-c", &[]);
+    let cut_off = start(&s, "pod-c", &nobody, &[]);
 
     // The Go tool's handler is on `/`, so every path gets its body; a probe on /status works.
     let running = "{\"status\": \"ok\", \"phase\": \"running\", \"leader\": \"pod-a\"}\n";
     for path in ["/", "/status", "/health", "/anything/else?x=1", "/healthz/"] {
-        let answer = leader.get(path).unwrap();
+        let answer = http(&leader, path).unwrap();
         assert_eq!(
             (answer.code, answer.body.as_str()),
             (200, running),
@@ -273,7 +205,7 @@ fn bodies_are_the_go_tools_byte_for_byte_on_every_path() {
             "{head}"
         );
     }
-    let head = request(leader.status, b"HEAD /status HTTP/1.1\r\n\r\n").unwrap();
+    let head = request(leader.status_port(), b"HEAD /status HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(
         (head.code, head.body.as_str()),
         (200, ""),
@@ -283,50 +215,62 @@ fn bodies_are_the_go_tools_byte_for_byte_on_every_path() {
         .head
         .contains(&format!("Content-Length: {}\r\n", running.len())));
     assert_eq!(
-        waiter.get("/").unwrap().body,
+        http(&waiter, "/").unwrap().body,
         "{\"status\": \"ok\", \"phase\": \"awaiting\", \"leader\": \"pod-a\"}\n"
     );
     // Our own identity is escaped as Go's encoding/json would (the Go tool does not escape it).
-    leader.stop_child();
+    s.stop("pod-a", 0);
     let took_over =
         "{\"status\": \"ok\", \"phase\": \"running\", \"leader\": \"pod-\\u003cb\\u003e\"}\n";
-    wait_until("pod-<b> takes over", Duration::from_secs(10), || {
-        waiter.get("/").is_some_and(|r| r.body == took_over)
+    s.wait("pod-<b> takes over", Duration::from_secs(10), || {
+        http(&waiter, "/").is_some_and(|r| r.body == took_over)
     });
     assert_eq!(
-        cut_off.get("/").unwrap().body,
+        http(&cut_off, "/").unwrap().body,
         "{\"status\": \"ok\", \"phase\": \"awaiting\", \"leader\": \"unknown\"}\n"
     );
     // The named endpoints stay ours.
-    assert_eq!(cut_off.get("/healthz").unwrap().body, "ok\n");
-    assert_eq!(cut_off.code("/readyz"), Some(503));
-    assert!(cut_off.get("/metrics").unwrap().body.contains("# TYPE "));
+    assert_eq!(http(&cut_off, "/healthz").unwrap().body, "ok\n");
+    assert_eq!(http_code(&cut_off, "/readyz"), Some(503));
+    assert!(http(&cut_off, "/metrics").unwrap().body.contains("# TYPE "));
 }
 
 #[test]
 fn readyz_and_metrics_follow_a_handover() {
-    let etcd = Etcd::start();
+    let s = Scene::new();
     // Quote and backslash in the lock name: label values must be escaped for the parser.
     let lock = format!("{}-\"q\\", unique_name("lock"));
-    let a = Instance::start(&etcd.client_url(), &lock, "a", &[]);
-    wait_until("a leads", Duration::from_secs(10), || {
-        a.code("/readyz") == Some(200)
+    let on_lock = [("LOCK_NAME", lock.as_str())];
+    let a = start(&s, "a", &s.url(), &on_lock);
+    s.wait("a leads", Duration::from_secs(10), || {
+        http_code(&a, "/readyz") == Some(200)
     });
-    let mut b = Instance::start(&etcd.client_url(), &lock, "b", &[]);
-    wait_until("b is queued", Duration::from_secs(10), || {
-        keys(&etcd, &lock).lines().count() == 4
+    let mut b = start(&s, "b", &s.url(), &on_lock);
+    s.wait("b is queued", Duration::from_secs(10), || {
+        s.etcd().keys_under(&format!("{lock}/")).len() == 2
     });
-    assert_eq!(b.code("/readyz"), Some(503), "b waits: not ready");
-    assert_eq!(b.code("/healthz"), Some(200), "b waits: healthy");
+    assert_eq!(http_code(&b, "/readyz"), Some(503), "b waits: not ready");
+    assert_eq!(http_code(&b, "/healthz"), Some(200), "b waits: healthy");
     assert_eq!(is_leader(&a), Some(1.0));
     assert_eq!(is_leader(&b), Some(0.0));
 
-    a.stop_child();
-    wait_until("b becomes ready", Duration::from_secs(10), || {
-        b.code("/readyz") == Some(200)
+    s.stop("a", 0);
+    s.wait("b becomes ready", Duration::from_secs(10), || {
+        http_code(&b, "/readyz") == Some(200)
     });
     assert_eq!(is_leader(&b), Some(1.0));
-    let page = b.get("/metrics").unwrap();
+    // b may have led on its lease grant alone, before any keepalive (a waiter renews every
+    // 900 ms here, a leader every 500 ms): wait for its first acknowledged one in the histogram.
+    let mut page = http(&b, "/metrics").unwrap();
+    s.wait(
+        "b's first keepalive is counted",
+        Duration::from_secs(5),
+        || {
+            page = http(&b, "/metrics").unwrap();
+            let count = "etcd_await_election_keepalive_duration_seconds_count";
+            metric(&parse_metrics(&page.body), count) >= 1.0
+        },
+    );
     assert!(page
         .head
         .contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
@@ -377,63 +321,59 @@ fn readyz_and_metrics_follow_a_handover() {
         .count();
     assert_eq!(buckets, 11, "10 bounds and +Inf, each with its le label");
 
-    b.stop_child();
+    s.stop("b", 0);
     assert!(b.wait(Duration::from_secs(10)).success());
-    assert_eq!(b.code("/readyz"), None, "b exited: its endpoint is gone");
+    assert_eq!(
+        http_code(&b, "/readyz"),
+        None,
+        "b exited: its endpoint is gone"
+    );
 }
 
 #[test]
 fn healthz_and_readyz_fail_when_renewals_stop() {
-    let etcd = Etcd::start();
-    let lock = unique_name("lock");
-    let dir = std::env::temp_dir().join(unique_name("eae-status"));
-    fs::create_dir_all(&dir).unwrap();
+    let s = Scene::new();
     // The child takes its time to stop, so the stepping-down state can be observed.
-    let command = [
-        "sh".to_string(),
-        "-c".to_string(),
-        "trap 'sleep 0.8; exit 0' TERM; while :; do sleep 0.02; done".to_string(),
-    ];
-    let mut leader = Instance::start_with(&etcd.client_url(), &lock, "a", &[], dir, &command);
-    wait_until("a leads", Duration::from_secs(10), || {
-        leader.code("/readyz") == Some(200)
+    let command = sh("trap 'sleep 0.8; exit 0' TERM; while :; do sleep 0.02; done");
+    let mut leader = spawn(&s, "a", &s.url(), &[], command);
+    s.wait("a leads", Duration::from_secs(10), || {
+        http_code(&leader, "/readyz") == Some(200)
     });
-    assert_eq!(leader.code("/healthz"), Some(200));
+    assert_eq!(http_code(&leader, "/healthz"), Some(200));
 
-    etcd.freeze();
+    s.etcd().freeze();
     let frozen = Instant::now();
     let mut saw = (false, false);
     while frozen.elapsed() < Duration::from_secs(4) && !(saw.0 && saw.1) {
-        saw.0 |= leader.code("/healthz") == Some(503);
-        saw.1 |= leader.code("/readyz") == Some(503);
+        saw.0 |= http_code(&leader, "/healthz") == Some(503);
+        saw.1 |= http_code(&leader, "/readyz") == Some(503);
         std::thread::sleep(Duration::from_millis(20));
     }
     let code = leader.wait(Duration::from_secs(10)).code();
-    etcd.resume();
+    s.etcd().resume();
     assert!(
         saw.0,
         "/healthz never answered 503 after the renew deadline"
     );
     assert!(saw.1, "/readyz never answered 503 after the renew deadline");
-    assert_eq!(code, Some(75), "{}", leader.log());
+    assert_eq!(code, Some(75), "{}", leader.stderr());
 }
 
 #[test]
 fn hostile_clients_leave_the_election_unaffected() {
     raise_fd_limit(4096);
-    let etcd = Etcd::start();
-    let lock = unique_name("lock");
-    let a = Instance::start(&etcd.client_url(), &lock, "a", &[]);
-    wait_until("a leads", Duration::from_secs(10), || {
-        a.code("/readyz") == Some(200)
+    let s = Scene::new();
+    let a = start(&s, "a", &s.url(), &[]);
+    s.wait("a leads", Duration::from_secs(10), || {
+        http_code(&a, "/readyz") == Some(200)
     });
-    let b = Instance::start(&etcd.client_url(), &lock, "b", &[]);
-    wait_until("b is queued", Duration::from_secs(10), || {
-        keys(&etcd, &lock).lines().count() == 4
+    let b = start(&s, "b", &s.url(), &[]);
+    s.wait("b is queued", Duration::from_secs(10), || {
+        s.keys().len() == 2
     });
 
     // Every abuse is aimed at the waiter, whose election must not notice.
-    let port = b.status;
+    let port = b.status_port();
     let code = |bytes: &[u8]| request(port, bytes).map(|r| r.code);
     assert_eq!(code(b"\x00\xff\x13garbage\r\n\r\n"), Some(400), "garbage");
     let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100_000));
@@ -473,67 +413,37 @@ fn hostile_clients_leave_the_election_unaffected() {
     assert!(held.len() >= 1000, "opened only {} connections", held.len());
 
     // While they are held, the election hands over on time (b's child marks its own start).
-    a.stop_child();
-    wait_until(
+    s.stop("a", 0);
+    s.wait(
         "b leads while its endpoint is flooded",
         Duration::from_secs(5),
-        || b.dir.join("started").exists(),
+        || s.start_of("b").is_some(),
     );
 
     for stream in &held {
         let _ = stream.shutdown(Shutdown::Both);
     }
     drop(held);
-    assert_eq!(b.code("/"), Some(200));
-}
-
-#[test]
-fn acquire_timeout_leaves_cleanly_with_exit_69() {
-    let etcd = Etcd::start();
-    let lock = unique_name("lock");
-    let a = Instance::start(&etcd.client_url(), &lock, "a", &[]);
-    wait_until("a leads", Duration::from_secs(10), || {
-        a.code("/readyz") == Some(200)
-    });
-    let before = keys(&etcd, &lock);
-
-    let started = Instant::now();
-    let mut b = Instance::start(&etcd.client_url(), &lock, "b", &[("ACQUIRE_TIMEOUT", "1s")]);
-    let status = b.wait(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(69), "{}", b.log());
-    assert!(started.elapsed() >= Duration::from_secs(1));
-    assert!(!b.dir.join("stop").exists());
-    assert_eq!(keys(&etcd, &lock), before, "b's key was left behind");
-    assert!(b.log().contains("lease revoked"), "{}", b.log());
+    assert_eq!(http_code(&b, "/"), Some(200));
 }
 
 #[test]
 fn logs_never_contain_the_password() {
-    let etcd = Etcd::start_auth();
-    let lock = unique_name("lock");
-    let dir = std::env::temp_dir().join(unique_name("eae-status"));
-    fs::create_dir_all(&dir).unwrap();
-    let quick = ["true".to_string()];
+    let s = Scene::with(Etcd::start_auth());
+    let quick = || vec![OsString::from("true")];
     let credentials = [
         ("USERNAME", support::USER),
         ("PASSWORD", support::PASSWORD),
         ("LOG_FORMAT", "json"),
     ];
-    let mut good = Instance::start_with(
-        &etcd.client_url(),
-        &lock,
-        "a",
-        &credentials,
-        dir.clone(),
-        &quick,
-    );
+    let mut good = spawn(&s, "a", &s.url(), &credentials, quick());
     assert_eq!(
         good.wait(Duration::from_secs(10)).code(),
         Some(0),
         "{}",
-        good.log()
+        good.stderr()
     );
-    let log = good.log();
+    let log = good.stderr();
     assert!(!log.contains(support::PASSWORD), "{log}");
     assert!(log.contains("lease revoked"), "{log}");
     for line in log.lines() {
@@ -543,21 +453,14 @@ fn logs_never_contain_the_password() {
     }
 
     let wrong = [("USERNAME", support::USER), ("PASSWORD", "wrong-secret-pw")];
-    let mut bad = Instance::start_with(
-        &etcd.client_url(),
-        &lock,
-        "b",
-        &wrong,
-        dir.join("bad"),
-        &quick,
-    );
+    let mut bad = spawn(&s, "b", &s.url(), &wrong, quick());
     assert_eq!(
         bad.wait(Duration::from_secs(10)).code(),
         Some(69),
         "{}",
-        bad.log()
+        bad.stderr()
     );
-    let log = bad.log();
+    let log = bad.stderr();
     assert!(log.contains("authentication failed"), "{log}");
     assert!(!log.contains("wrong-secret-pw"), "{log}");
 }
@@ -619,14 +522,13 @@ fn probe(port: u16, path: &str) -> Option<Duration> {
 #[test]
 fn a_flooded_endpoint_answers_fresh_probes() {
     raise_fd_limit(8192);
-    let etcd = Etcd::start();
-    let lock = unique_name("lock");
-    let mut a = Instance::start(&etcd.client_url(), &lock, "a", &[]);
-    wait_until("a leads", Duration::from_secs(10), || {
-        a.code("/readyz") == Some(200)
+    let s = Scene::new();
+    let mut a = start(&s, "a", &s.url(), &[]);
+    s.wait("a leads", Duration::from_secs(10), || {
+        http_code(&a, "/readyz") == Some(200)
     });
-    let (pid, port) = (a.child.id(), a.status);
-    let before = parse_metrics(&a.get("/metrics").unwrap().body);
+    let (pid, port) = (a.pid() as u32, a.status_port());
+    let before = parse_metrics(&http(&a, "/metrics").unwrap().body);
     let threads_before = proc_status(pid, "Threads");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -689,9 +591,9 @@ fn a_flooded_endpoint_answers_fresh_probes() {
     );
 
     // The election did not notice.
-    let after = parse_metrics(&a.get("/metrics").unwrap().body);
-    assert_eq!(a.code("/readyz"), Some(200), "a no longer leads");
-    assert!(a.child.try_wait().unwrap().is_none(), "the wrapper exited");
+    let after = parse_metrics(&http(&a, "/metrics").unwrap().body);
+    assert_eq!(http_code(&a, "/readyz"), Some(200), "a no longer leads");
+    assert!(a.running(), "the wrapper exited");
     for name in ["is_leader", "child_running"] {
         assert_eq!(
             metric(&after, &format!("etcd_await_election_{name}")),

@@ -8,9 +8,20 @@
 //!
 //! `etcdctl` is `$ETCDCTL_BIN` (default `/usr/bin/etcdctl`). Only std and CLI tools (`etcd`,
 //! `etcdctl`, `openssl`, `sh`, `pgrep`) are used.
+//!
+//! Beside it: [`wrapper`] runs the binary under test in a scene, with [`env`] (its timings and
+//! variables), [`marks`] (the command it runs and the log that command leaves) and [`procs`]
+//! (signals, liveness); [`proxy`] cuts one client off from etcd, and [`fake_gateway`] answers what
+//! a real etcd never would.
 #![allow(dead_code)]
 
+pub mod env;
+pub mod fake_gateway;
+pub mod marks;
+pub mod procs;
 pub mod proxy;
+pub mod wrapper;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -18,6 +29,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
 
 /// Name of the etcd root user created by [`Etcd::start_auth`].
 pub const ROOT_USER: &str = "root";
@@ -255,6 +268,11 @@ impl Etcd {
     /// [`Etcd::etcdctl`], returning stdout; panics with stderr if it fails.
     pub fn etcdctl_ok(&self, args: &[&str]) -> String {
         ok_stdout(&self.etcdctl(args), args)
+    }
+
+    /// The keys under `prefix`, oldest (lowest create revision) first.
+    pub fn keys_under(&self, prefix: &str) -> Vec<Kv> {
+        parse_kvs(&self.etcdctl_ok(&["get", "--prefix", prefix, "-w", "json"]))
     }
 
     // ---- internals ----
@@ -550,6 +568,46 @@ impl Cluster {
     pub fn etcdctl_ok(&self, args: &[&str]) -> String {
         ok_stdout(&self.etcdctl(args), args)
     }
+
+    /// The keys under `prefix`, oldest (lowest create revision) first.
+    pub fn keys_under(&self, prefix: &str) -> Vec<Kv> {
+        parse_kvs(&self.etcdctl_ok(&["get", "--prefix", prefix, "-w", "json"]))
+    }
+}
+
+/// One key as etcd reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kv {
+    pub key: String,
+    pub value: String,
+    pub create_revision: i64,
+    pub lease: i64,
+}
+
+/// The keys of `etcdctl get -w json`, sorted by create revision.
+fn parse_kvs(json: &str) -> Vec<Kv> {
+    let json: serde_json::Value = serde_json::from_str(json).expect("etcdctl json");
+    let text = |v: &serde_json::Value| {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or(""))
+            .expect("base64 from etcdctl");
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let mut kvs: Vec<Kv> = json["kvs"]
+        .as_array()
+        .map(|kvs| {
+            kvs.iter()
+                .map(|kv| Kv {
+                    key: text(&kv["key"]),
+                    value: text(&kv["value"]),
+                    create_revision: kv["create_revision"].as_i64().unwrap_or(0),
+                    lease: kv["lease"].as_i64().unwrap_or(0),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    kvs.sort_by_key(|kv| kv.create_revision);
+    kvs
 }
 
 /// Polls `f` every 20 ms until it returns true; panics naming `what` if `timeout` passes first.
@@ -592,14 +650,20 @@ pub fn pgrep(pattern: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A loopback port free right now (another process may take it before it is used).
+pub fn free_port() -> u16 {
+    free_port_list(1)[0]
+}
+
+/// `$ETCDCTL_BIN`, default `/usr/bin/etcdctl`.
+pub fn etcdctl_bin() -> String {
+    std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "/usr/bin/etcdctl".to_string())
+}
+
 // ---- private helpers ----
 
 fn etcd_bin() -> String {
     std::env::var("ETCD_BIN").unwrap_or_else(|_| "/usr/bin/etcd".to_string())
-}
-
-fn etcdctl_bin() -> String {
-    std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "/usr/bin/etcdctl".to_string())
 }
 
 /// etcd and etcdctl refuse to start when an `ETCD_*`/`ETCDCTL_*` variable shadows a flag.
@@ -726,8 +790,9 @@ fn openssl(dir: &Path, args: &[&str]) {
     }
 }
 
-/// Writes a test PKI into `dir` with the `openssl` CLI (OpenSSL 3).
-fn generate_tls(dir: &Path) -> TlsFiles {
+/// Writes a test PKI into `dir` with the `openssl` CLI (OpenSSL 3), as [`Etcd::start_tls`] does
+/// (for tests that need the files without a member).
+pub fn generate_tls(dir: &Path) -> TlsFiles {
     fs::create_dir_all(dir).expect("create tls dir");
     let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
     let rsa = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];

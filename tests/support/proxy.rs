@@ -20,6 +20,11 @@
 //! later), a lower bound for when the target last heard from any client. Bytes coming back from the
 //! target are kept per connection (the first 256 KiB) for [`Proxy::connections_with`].
 //! Dropping the proxy closes everything and stops its threads.
+//!
+//! Each accepted connection is connected upstream in a thread of its own (which then pumps one
+//! direction), so one slow upstream connect never holds up the next accept. A connection the
+//! proxy could not set up is closed, and why is kept for [`Proxy::failures`]: a test that sees a
+//! connection close says so instead of reporting silence.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -64,6 +69,8 @@ struct State {
     from_target: HashMap<u64, Vec<u8>>,
     /// Connections whose client sent one of these are frozen.
     hold: Vec<Vec<u8>>,
+    /// Why connections could not be set up (bounded).
+    failures: Vec<String>,
 }
 
 struct Conn {
@@ -169,7 +176,12 @@ impl Proxy {
         self.shared.changed.notify_all();
     }
 
-    /// Connections accepted so far.
+    /// Why connections could not be set up (closed at once instead), oldest first.
+    pub fn failures(&self) -> Vec<String> {
+        self.shared.lock().failures.clone()
+    }
+
+    /// Connections accepted and set up so far.
     pub fn accepted(&self) -> usize {
         self.shared.lock().accepted
     }
@@ -212,6 +224,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records why a connection could not be set up (the first 100 reasons).
+    fn fail(&self, why: String) {
+        let mut state = self.lock();
+        if state.failures.len() < 100 {
+            state.failures.push(why);
+        }
+    }
+
     /// Waits until no write is in progress.
     fn drain(&self, mut state: MutexGuard<'_, State>) {
         let deadline = Instant::now() + DRAIN_DEADLINE;
@@ -235,62 +255,88 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         if shared.lock().stopped {
             return;
         }
-        let Ok(client) = incoming else { continue };
-        let Ok(server) = TcpStream::connect_timeout(&shared.target, Duration::from_secs(2)) else {
-            let _ = client.shutdown(Shutdown::Both);
-            continue;
-        };
-        let _ = client.set_nodelay(true);
-        let _ = server.set_nodelay(true);
-        let clones = (
-            client.try_clone(),
-            server.try_clone(),
-            server.try_clone(),
-            client.try_clone(),
-        );
-        let (Ok(client_read), Ok(server_write), Ok(server_read), Ok(client_write)) = clones else {
-            continue;
-        };
-        let id = {
-            let mut state = shared.lock();
-            if state.stopped {
-                return;
+        let client = match incoming {
+            Ok(client) => client,
+            Err(e) => {
+                shared.fail(format!("accept: {e}"));
+                continue;
             }
-            state.next_id += 1;
-            state.accepted += 1;
-            let id = state.next_id;
-            state.conns.insert(
-                id,
-                Conn {
-                    frozen: false,
-                    sent: Vec::new(),
-                    closed: false,
-                    client,
-                    server,
-                    pumps: 2,
-                },
-            );
-            state.from_target.insert(id, Vec::new());
-            id
         };
-        for (from, to, upstream) in [
-            (client_read, server_write, true),
-            (server_read, client_write, false),
-        ] {
-            let pumping = Arc::clone(&shared);
-            let spawned = thread::Builder::new()
-                .name("proxy-pump".into())
-                .spawn(move || pump(&pumping, id, from, to, upstream));
-            if spawned.is_err() {
-                let mut state = shared.lock();
-                if let Some(conn) = state.conns.get_mut(&id) {
-                    conn.closed = true;
-                    let _ = conn.client.shutdown(Shutdown::Both);
-                    let _ = conn.server.shutdown(Shutdown::Both);
-                }
-            }
+        let setting_up = Arc::clone(&shared);
+        let spawned = thread::Builder::new()
+            .name("proxy-conn".into())
+            .spawn(move || set_up(client, &setting_up));
+        if let Err(e) = spawned {
+            shared.fail(format!("spawn a connection thread: {e}"));
         }
     }
+}
+
+/// Connects `client` to the target, registers the connection and pumps it: client to target in
+/// a new thread, target to client in this one. Any failure closes `client` and is recorded.
+fn set_up(client: TcpStream, shared: &Shared) {
+    let server = match TcpStream::connect_timeout(&shared.target, Duration::from_secs(2)) {
+        Ok(server) => server,
+        Err(e) => {
+            shared.fail(format!("connect to {}: {e}", shared.target));
+            let _ = client.shutdown(Shutdown::Both);
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let clones = (
+        client.try_clone(),
+        server.try_clone(),
+        server.try_clone(),
+        client.try_clone(),
+    );
+    let (Ok(client_read), Ok(server_write), Ok(server_read), Ok(client_write)) = clones else {
+        shared.fail("clone the sockets".into());
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    };
+    let id = {
+        let mut state = shared.lock();
+        if state.stopped {
+            return;
+        }
+        state.next_id += 1;
+        state.accepted += 1;
+        let id = state.next_id;
+        state.conns.insert(
+            id,
+            Conn {
+                frozen: false,
+                sent: Vec::new(),
+                closed: false,
+                client,
+                server,
+                pumps: 2,
+            },
+        );
+        state.from_target.insert(id, Vec::new());
+        id
+    };
+    thread::scope(|scope| {
+        let upstream = thread::Builder::new()
+            .name("proxy-pump".into())
+            .spawn_scoped(scope, move || {
+                pump(shared, id, client_read, server_write, true)
+            });
+        if let Err(e) = upstream {
+            shared.fail(format!("spawn a pump: {e}"));
+            let mut state = shared.lock();
+            if let Some(conn) = state.conns.get_mut(&id) {
+                conn.closed = true;
+                let _ = conn.client.shutdown(Shutdown::Both);
+                let _ = conn.server.shutdown(Shutdown::Both);
+            }
+            // Counts for the pump that never ran.
+            n_pumps_left(&mut state, id);
+        }
+        pump(shared, id, server_read, client_write, false);
+    });
 }
 
 /// Copies `from` to `to` until the end of stream, an error or `close_all`, waiting while frozen.

@@ -1,0 +1,511 @@
+//! README "The renew deadline (safety)", against every etcd fault: etcd frozen, killed and
+//! restarted, a cluster losing a member and its quorum, a leader partitioned from etcd by a proxy
+//! (`tests/support/proxy.rs`) — wholly, only its watches, or only its keepalives —, a compacted
+//! watch revision, and a leader's key deleted, also while its command is being stopped.
+//!
+//! What is asserted is what happened to the commands (their marks in the scene's log, their
+//! process groups), the keys under the lock and the wrappers' exit codes; timings appear only as
+//! safety bounds:
+//!
+//! - a leader's command is dead before its lease could expire on the server: before the last
+//!   moment a renewal could have reached etcd + LEASE_DURATION;
+//! - two commands of one election never overlap: each end precedes the next start;
+//! - a command never starts, or keeps running once its key is gone, against the safety rule
+//!   (renewal older than RENEW_DEADLINE; key deleted ⇒ SIGKILL at once).
+//!
+//! Conditions are polled with deadlines. The few plain sleeps assert that nothing happens for a
+//! while, or hold a fault for a fixed time, and say so where they are.
+//!
+//! Run: `cargo test --test safety -- --test-threads=2`.
+
+mod support;
+
+use std::thread;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use etcd_await_election::etcd::{Client, ClientConfig};
+use support::env::{Timings, FAST, ROOMY, STEADY};
+use support::marks::{now_ns, secs, Nanos, OnTerm};
+use support::procs::{alive, group_alive};
+use support::proxy::Proxy;
+use support::wrapper::{Scene, Wrapper, SOON};
+use support::Cluster;
+
+/// How long an instance may take to lead an election nobody else holds (etcd is up).
+const LEAD: Duration = Duration::from_secs(10);
+/// Slack added to the documented bounds when waiting (never when asserting safety).
+const SLACK: Duration = Duration::from_secs(3);
+
+/// The candidate `name` reaching etcd through `endpoints` (a proxy, a cluster).
+fn via(s: &Scene, name: &str, endpoints: &str, t: Timings) -> Wrapper {
+    let env = s.env(name, t).set("ENDPOINTS", endpoints);
+    s.spawn(name, env, s.child(name, OnTerm::Trap))
+}
+
+/// `a` leads on etcd directly; `w` queues behind it through a proxy (returned), its watch
+/// registered.
+fn leader_and_proxied_waiter(s: &Scene, t: Timings) -> (Proxy, Wrapper, Wrapper) {
+    let proxy = Proxy::start(&s.etcd().endpoint_hostport());
+    let a = s.candidate("a", t);
+    s.await_start("a", LEAD);
+    let w = via(s, "w", &proxy.url(), t);
+    s.await_queued(&w, LEAD);
+    // w is alone behind a: one watch covers both keys.
+    s.wait("w's watch created", LEAD, || {
+        proxy.connections_with(b"\"created\":true") >= 1
+    });
+    (proxy, a, w)
+}
+
+/// Waits for `w` to lead after `a`'s child ended, and asserts the documented bound: a silent
+/// watch is replaced after 2 x LEASE_DURATION, a look and the start follow, so within
+/// 3 x LEASE_DURATION. Returns how long after `a`'s end `w` started.
+fn w_leads_within_the_idle_bound(s: &Scene, t: Timings) -> Nanos {
+    let a_end = s.end_of("a").expect("a's end");
+    let bound = 3 * t.lease();
+    let start = s.await_start("w", bound + SLACK).at;
+    eprintln!("w started {} after a's child ended", secs(start - a_end));
+    assert!(
+        start - a_end < bound.as_nanos() as Nanos,
+        "w led {} after a's child ended, over 3 x LEASE_DURATION\n{}",
+        secs(start - a_end),
+        s.report()
+    );
+    start - a_end
+}
+
+fn ns(t: std::time::SystemTime) -> Nanos {
+    t.duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as Nanos
+}
+
+// ---- etcd frozen ----
+
+#[test]
+fn etcd_frozen_shorter_than_the_renew_deadline_changes_nothing() {
+    let t = FAST;
+    let s = Scene::new();
+    let mut a = s.candidate("a", t);
+    s.await_start("a", LEAD);
+    let mut b = s.candidate("b", t);
+    s.await_queued(&b, LEAD);
+
+    s.etcd().freeze();
+    let frozen = Instant::now();
+    // The fault itself: etcd stays frozen for a fixed 0.8 s, well under RENEW_DEADLINE (2 s).
+    thread::sleep(Duration::from_millis(800));
+    s.etcd().resume();
+    let held = frozen.elapsed();
+    assert!(
+        held < Duration::from_millis(1300),
+        "the freeze lasted {held:?}"
+    );
+    // Nothing may happen: a renew deadline missed because of the freeze would fire within
+    // RENEW_DEADLINE of it, a lease lost to it would expire within LEASE_DURATION. Watch that long
+    // plus a second.
+    thread::sleep(
+        (frozen + t.lease() + Duration::from_secs(1)).saturating_duration_since(Instant::now()),
+    );
+
+    assert!(a.running() && b.running(), "{}", s.report());
+    assert_eq!(s.marks().all("start", "a").len(), 1, "{}", s.report());
+    assert!(
+        s.end_of("a").is_none(),
+        "the leader's child was stopped\n{}",
+        s.report()
+    );
+    assert!(
+        s.start_of("b").is_none(),
+        "a second child started\n{}",
+        s.report()
+    );
+    assert_eq!(s.identities(), ["a", "b"]);
+    assert!(
+        !a.stderr().contains("renew deadline passed"),
+        "{}",
+        s.report()
+    );
+
+    // And the election still works: the leader's child finishes, the waiter takes over.
+    s.stop("a", 0);
+    assert_eq!(a.code(LEAD), 0, "{}", s.report());
+    s.await_start("b", LEAD);
+    s.assert_no_overlap();
+}
+
+#[test]
+fn etcd_frozen_past_the_renew_deadline_stops_the_leader_before_its_lease_can_expire() {
+    let t = FAST;
+    let s = Scene::new();
+    let mut a = s.candidate("a", t);
+    s.await_start("a", LEAD);
+    let mut b = s.candidate("b", t);
+    s.await_queued(&b, LEAD);
+
+    // Every renewal acknowledged so far was sent before this moment.
+    let before_freeze = now_ns();
+    s.etcd().freeze();
+    // Taken once etcd is stopped: any renewal etcd acknowledged before the resume was sent
+    // before this moment.
+    let frozen_at = now_ns();
+    let end = s.await_end("a", t.lease() + SLACK);
+    assert!(
+        end < before_freeze + t.lease_ns(),
+        "child ended {} after the freeze, not before LEASE_DURATION\n{}",
+        secs(end - frozen_at),
+        s.report()
+    );
+    assert!(
+        end < frozen_at + t.kill_after_ns(),
+        "child ended {} after the freeze, later than (RENEW_DEADLINE + LEASE_DURATION) / 2\n{}",
+        secs(end - frozen_at),
+        s.report()
+    );
+    assert!(
+        s.at("term", "a").is_some(),
+        "not stopped gracefully\n{}",
+        s.report()
+    );
+    assert_eq!(a.code(Duration::from_secs(5)), 75, "{}", s.report());
+    s.await_group_dead("a", Duration::from_secs(2));
+    assert!(
+        a.stderr().contains("renew deadline passed"),
+        "{}",
+        s.report()
+    );
+    assert!(s.start_of("b").is_none(), "{}", s.report());
+
+    s.etcd().resume();
+    let start = s.await_start("b", t.lease() + LEAD).at;
+    eprintln!(
+        "after the freeze: a's child ended at +{}, a exited at +{}, b started at +{}",
+        secs(end - frozen_at),
+        secs(a.exited_at().expect("exited") - frozen_at),
+        secs(start - frozen_at)
+    );
+    s.assert_no_overlap();
+    s.wait("only b holds a key", SLACK, || s.identities() == ["b"]);
+    s.stop("b", 0);
+    assert_eq!(b.code(LEAD), 0, "{}", s.report());
+}
+
+// ---- etcd killed ----
+
+#[test]
+fn etcd_down_longer_than_the_renew_deadline_stops_the_leader_and_the_waiter_takes_over() {
+    let t = FAST;
+    let mut s = Scene::new();
+    let mut a = s.candidate("a", t);
+    s.await_start("a", LEAD);
+    let mut b = s.candidate("b", t);
+    s.await_queued(&b, LEAD);
+
+    s.etcd_mut().kill();
+    // Taken once etcd is dead: no renewal can be acknowledged after it.
+    let killed_at = now_ns();
+    assert_eq!(a.code(t.lease() + SLACK), 75, "{}", s.report());
+    let end = s.end_of("a").expect("a's end");
+    assert!(
+        end < killed_at + t.lease_ns(),
+        "child ended {} after the kill, not before LEASE_DURATION\n{}",
+        secs(end - killed_at),
+        s.report()
+    );
+    s.await_group_dead("a", Duration::from_secs(2));
+    assert!(b.running() && s.start_of("b").is_none(), "{}", s.report());
+
+    // etcd comes back with a's key (its revoke failed while etcd was down); the lease expires a
+    // LEASE_DURATION after the restart, then the waiter leads.
+    s.etcd_mut().restart();
+    let start = s.await_start("b", t.lease() + LEAD).at;
+    eprintln!(
+        "after the kill: a's child ended at +{}, b started at +{}",
+        secs(end - killed_at),
+        secs(start - killed_at)
+    );
+    s.assert_no_overlap();
+    s.wait("only b holds a key", SLACK, || s.identities() == ["b"]);
+}
+
+// ---- a three-member cluster ----
+
+#[test]
+fn cluster_member_loss_is_survived_and_quorum_loss_stops_the_leader() {
+    let t = ROOMY;
+    let mut cluster = Cluster::start(3);
+    let s = Scene::without_etcd();
+    let endpoints = cluster.endpoints();
+    let mut a = via(&s, "a", &endpoints, t);
+    s.await_start("a", LEAD);
+
+    // The first endpoint is the one in use: kill it. Renewals must go on through the others,
+    // across a raft election if m0 led the cluster.
+    let killed = Instant::now();
+    cluster.kill(0);
+    // Nothing may happen: without renewals the renew deadline would pass RENEW_DEADLINE after the
+    // kill. Watch until then plus a second.
+    thread::sleep(
+        (killed + t.renew() + Duration::from_secs(1)).saturating_duration_since(Instant::now()),
+    );
+    assert!(a.running(), "{}", s.report());
+    assert!(
+        s.end_of("a").is_none(),
+        "the leader's child was stopped\n{}",
+        s.report()
+    );
+
+    // Quorum lost: no renewal can succeed any more.
+    cluster.kill(1);
+    let lost_at = now_ns();
+    assert_eq!(a.code(t.lease() + SLACK), 75, "{}", s.report());
+    let end = s.end_of("a").expect("a's end");
+    assert!(
+        end < lost_at + t.lease_ns(),
+        "child ended {} after quorum loss, not before LEASE_DURATION\n{}",
+        secs(end - lost_at),
+        s.report()
+    );
+    s.await_group_dead("a", Duration::from_secs(2));
+
+    // Restored, a new instance wins once a's lease has expired.
+    cluster.restart(0);
+    cluster.restart(1);
+    let _c = via(&s, "c", &endpoints, t);
+    let start = s.await_start("c", t.lease() + LEAD).at;
+    eprintln!(
+        "after quorum loss: a's child ended at +{}, c started at +{}",
+        secs(end - lost_at),
+        secs(start - lost_at)
+    );
+    s.assert_no_overlap();
+    let keys = cluster.keys_under(&format!("{}/", s.lock()));
+    let values: Vec<&str> = keys.iter().map(|kv| kv.value.as_str()).collect();
+    assert_eq!(values, ["c"], "{}", s.report());
+}
+
+// ---- a proxy between one instance and etcd ----
+
+#[test]
+fn a_leader_partitioned_from_etcd_stops_before_its_lease_expires_and_the_waiter_leads_after() {
+    let t = FAST;
+    let s = Scene::new();
+    let proxy = Proxy::start(&s.etcd().endpoint_hostport());
+    let mut a = via(&s, "a", &proxy.url(), t);
+    s.await_start("a", LEAD);
+    let b = s.candidate("b", t);
+    s.await_queued(&b, LEAD);
+
+    proxy.freeze();
+    let frozen_at = now_ns();
+    // When the proxy last handed bytes of a's to etcd (a leader sends only keepalives). Every
+    // renewal a saw acknowledged was sent before it; etcd handled the last keepalive it got no
+    // earlier than it — or, if the freeze cut that keepalive in two, the one before, at most one
+    // keepalive interval (500 ms) earlier.
+    let last_heard = ns(proxy
+        .last_forwarded_upstream()
+        .expect("a talked through the proxy"));
+    let interval_ns = Nanos::from(t.retry_ms) * 1_000_000;
+    assert_eq!(a.code(t.lease() + SLACK), 75, "{}", s.report());
+    let end = s.end_of("a").expect("a's end");
+    assert!(
+        end < last_heard + t.lease_ns(),
+        "child ended {} after a's last renewal could reach etcd, not before LEASE_DURATION\n{}",
+        secs(end - last_heard),
+        s.report()
+    );
+    assert!(end < frozen_at + t.lease_ns(), "{}", s.report());
+    s.await_group_dead("a", Duration::from_secs(2));
+
+    // b leads only once etcd expired a's lease: LEASE_DURATION after etcd last renewed it.
+    let start = s.await_start("b", t.lease() + LEAD).at;
+    eprintln!(
+        "after etcd last heard from a: a's child ended at +{}, a exited at +{}, b started at +{}",
+        secs(end - last_heard),
+        secs(a.exited_at().expect("exited") - last_heard),
+        secs(start - last_heard)
+    );
+    assert!(
+        start > last_heard - interval_ns + t.lease_ns(),
+        "b started {} after etcd last heard from a, before a's lease could expire\n{}",
+        secs(start - last_heard),
+        s.report()
+    );
+    s.assert_no_overlap();
+    assert_eq!(s.identities(), ["b"]);
+    proxy.close_all();
+}
+
+#[test]
+fn a_waiter_whose_watch_went_silent_takes_over_within_the_idle_bound() {
+    let t = FAST;
+    let s = Scene::new();
+    let (proxy, mut a, _w) = leader_and_proxied_waiter(&s, t);
+
+    // Cut w's watch connections silently; its later connections (keepalives, new watches) pass.
+    assert!(proxy.freeze_existing() >= 2);
+    s.stop("a", 0);
+    assert_eq!(a.code(LEAD), 0, "{}", s.report());
+    // w polls nothing else, so it can learn of a's exit only through a new watch.
+    let took = w_leads_within_the_idle_bound(&s, t);
+    assert!(
+        took > 500_000_000,
+        "w led {} after a ended: its watch was not silenced (test broken)\n{}",
+        secs(took),
+        s.report()
+    );
+    s.assert_no_overlap();
+    assert_eq!(s.identities(), ["w"]);
+    proxy.close_all();
+}
+
+#[test]
+fn a_waiter_whose_watch_revision_was_compacted_takes_over() {
+    let t = FAST;
+    let s = Scene::new();
+    let (proxy, mut a, _w) = leader_and_proxied_waiter(&s, t);
+
+    // Silence w's watches, so that each is re-established (after the idle timeout) from the
+    // revision it was opened at; compact past that revision meanwhile.
+    assert!(proxy.freeze_existing() >= 2);
+    let client = Client::new(ClientConfig::new(vec![s.url()])).expect("client");
+    let mut revision = 0;
+    for i in 0..20 {
+        let key = format!("{}-churn/{i}", s.lock());
+        revision = client
+            .put(key.as_bytes(), b"x", 0)
+            .expect("put")
+            .header
+            .revision;
+    }
+    client.compact(revision).expect("compact");
+    s.stop("a", 0);
+    assert_eq!(a.code(LEAD), 0, "{}", s.report());
+    w_leads_within_the_idle_bound(&s, t);
+    // The re-established watch met the compaction (etcd cancelled it naming the compacted
+    // revision) — the path under test was taken.
+    assert!(
+        proxy.connections_with(b"\"compact_revision\"") >= 1,
+        "no watch was cancelled for compaction\n{}",
+        s.report()
+    );
+    s.assert_no_overlap();
+    assert_eq!(s.identities(), ["w"]);
+    proxy.close_all();
+}
+
+#[test]
+fn a_waiter_whose_renewals_stalled_does_not_start_its_child_when_it_reaches_the_head() {
+    // A long lease against a short renew deadline: w's renewals can be stale (older than
+    // RENEW_DEADLINE) while its lease and key are still alive on etcd.
+    let t = Timings {
+        lease_s: 8,
+        renew_ms: 2000,
+        retry_ms: 500,
+    };
+    let s = Scene::new();
+    let (proxy, mut a, w) = leader_and_proxied_waiter(&s, t);
+
+    // Only w's keepalives stall; its watches and its kv calls go on.
+    proxy.hold_matching(b"/v3/lease/keepalive");
+    let held_at = now_ns();
+    // Waiting for time itself: w's last acknowledged renewal (sent before `held_at`) must become
+    // older than RENEW_DEADLINE. Its lease stays alive on etcd until LEASE_DURATION after it.
+    thread::sleep(t.renew() + Duration::from_millis(400));
+    s.stop("a", 0);
+    assert_eq!(a.code(LEAD), 0, "{}", s.report());
+    // w heads the queue now, but by the safety rule leadership does not hold for it: its last
+    // acknowledged renewal is older than RENEW_DEADLINE. Its child must not start. Watch for 2.5 s
+    // (w's watch and look take milliseconds, or a retry after a unary budget of 1 s), still well
+    // within the lease's life on etcd (at least LEASE_DURATION - 500 ms after `held_at`).
+    thread::sleep(Duration::from_millis(2500));
+    // The child may die of the SIGTERM before it can write its start mark: the wrapper's log
+    // tells too.
+    let started = s.start_of("w").is_some() || w.stderr().contains("child started");
+    assert!(
+        !started,
+        "w started its child although its last acknowledged renewal was sent over RENEW_DEADLINE \
+         ({} ms) ago: its renewals stalled {} before\n{}",
+        t.renew_ms,
+        secs(now_ns() - held_at),
+        s.report()
+    );
+
+    // Renewals flow again: w leads, with a fresh renewal.
+    proxy.thaw();
+    let thawed_at = now_ns();
+    let start = s.await_start("w", t.lease() + LEAD).at;
+    assert!(start > thawed_at, "{}", s.report());
+    s.assert_no_overlap();
+    proxy.close_all();
+}
+
+// ---- a leader's key deleted ----
+
+#[test]
+fn deleting_the_leader_key_stops_the_leader_and_the_follower_leads() {
+    let s = Scene::new();
+    let mut a = s.candidate("a", STEADY);
+    let a_start = s.await_start("a", SOON);
+    let mut b = s.candidate("b", STEADY);
+    let keys = s.await_keys(2, SOON);
+
+    let deleted = s.etcd().etcdctl_ok(&["del", &a_start.key]);
+    assert_eq!(deleted.trim(), "1");
+    assert_eq!(a.code(SOON), 75, "{}", s.report());
+    // The key is gone, another leader may start: the child is killed at once, not asked.
+    assert!(!alive(a_start.pid), "a's child survived its wrapper");
+    assert!(s.at("term", "a").is_none(), "{}", s.report());
+    let b_start = s.await_start("b", SOON);
+    assert_eq!(b_start.key, keys[1].key);
+    s.stop("b", 0);
+    assert_eq!(b.code(SOON), 0);
+    assert!(s.keys().is_empty(), "keys left:\n{}", s.report());
+}
+
+#[test]
+fn a_key_deleted_while_the_child_is_stopped_gracefully_gets_it_killed_at_once() {
+    // The renew deadline passes long before the SIGKILL point ((2 s + 8 s) / 2 = 5 s).
+    let t = Timings {
+        lease_s: 8,
+        renew_ms: 2000,
+        retry_ms: 500,
+    };
+    let s = Scene::new();
+    let proxy = Proxy::start(&s.etcd().endpoint_hostport());
+    let env = s.env("a", t).set("ENDPOINTS", proxy.url());
+    let mut a = s.spawn("a", env, s.child("a", OnTerm::Ignore));
+    s.await_start("a", LEAD);
+    s.wait("a's watch of its key created", LEAD, || {
+        proxy.connections_with(b"\"created\":true") >= 1
+    });
+
+    // a's renewals stall (its watch goes on): past RENEW_DEADLINE the child gets SIGTERM, which
+    // it ignores.
+    proxy.hold_matching(b"/v3/lease/keepalive");
+    s.wait("SIGTERM reached the child", t.renew() + SLACK, || {
+        s.at("term", "a").is_some()
+    });
+    assert!(a.running(), "{}", s.report());
+
+    // Now a's key is deleted (by an operator, or another instance's FORCE_ACQUIRE): another
+    // leader may start at once. By the safety rule the child gets SIGKILL at once.
+    s.etcd()
+        .etcdctl_ok(&["del", "--prefix", &format!("{}/", s.lock())]);
+    let deleted_at = now_ns();
+    let pgid = s.start_of("a").expect("started").pid;
+    s.wait("the child's process group dead", t.lease() + SLACK, || {
+        !group_alive(pgid)
+    });
+    let dead_at = now_ns();
+    let term_at = s.at("term", "a").expect("seen");
+    assert!(
+        dead_at - deleted_at < 1_000_000_000,
+        "the child ran on {} after its key was deleted (SIGTERM had come {} before the delete)\n{}",
+        secs(dead_at - deleted_at),
+        secs(deleted_at - term_at),
+        s.report()
+    );
+    assert_eq!(a.code(Duration::from_secs(5)), 75, "{}", s.report());
+    proxy.close_all();
+}
