@@ -11,6 +11,7 @@
 
 mod auth;
 mod cancel;
+mod coalesce;
 pub mod endpoint;
 mod error;
 pub mod tls;

@@ -12,7 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{Connector, NextTimeout, RustlsConnector, TcpConnector};
+
+use super::coalesce::CoalesceConnector;
 use ureq::Agent;
 
 use super::auth::{Chore, Tokens};
@@ -310,12 +312,13 @@ impl Transport {
     }
 }
 
+/// An agent whose connections write each request at once (see [`CoalesceConnector`]).
 fn agent(config: ureq::config::Config) -> Agent {
-    Agent::with_parts(
-        config,
-        DefaultConnector::default(),
-        LiteralResolver::default(),
-    )
+    let connector =
+        ().chain(TcpConnector::default())
+            .chain(RustlsConnector::default())
+            .chain(CoalesceConnector);
+    Agent::with_parts(config, connector, LiteralResolver::default())
 }
 
 impl Drop for Transport {

@@ -48,26 +48,17 @@ pub(super) struct Guardian {
 }
 
 impl Guardian {
-    /// Forks the guardian, which kills the command's group at `kill_point` unless told a later one.
-    pub(super) fn start(kill_point: BootInstant) -> io::Result<Guardian> {
+    /// Forks the guardian. It waits for the wrapper to go, or for a kill point ([`Guardian::arm`]).
+    pub(super) fn start() -> io::Result<Guardian> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two fds into `fds`.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
             return Err(io::Error::last_os_error());
         }
         let (read, write) = (fds[0], fds[1]);
-        // The write end never blocks (a guardian that does not read keeps the earlier kill point);
-        // the first kill point is in the pipe before the guardian exists.
-        // SAFETY: fcntl and write on the fd just created; the buffer is 8 bytes on this stack.
-        let ready = unsafe {
-            libc::fcntl(write, libc::F_SETFL, libc::O_NONBLOCK) == 0
-                && libc::write(
-                    write,
-                    kill_point.as_nanos().to_ne_bytes().as_ptr().cast(),
-                    KILL_POINT_BYTES,
-                ) == KILL_POINT_BYTES as isize
-        };
-        if !ready {
+        // The write end never blocks (a guardian that does not read keeps the earlier kill point).
+        // SAFETY: fcntl on the fd just created.
+        if unsafe { libc::fcntl(write, libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
             let error = io::Error::last_os_error();
             // SAFETY: both fds are ours and unused elsewhere.
             unsafe {
@@ -99,8 +90,16 @@ impl Guardian {
         Ok(Guardian {
             pid,
             lifeline,
-            kill_point: std::cell::Cell::new(kill_point),
+            kill_point: std::cell::Cell::new(BootInstant::from_nanos(u64::MAX)),
         })
+    }
+
+    /// Sets the kill point: from now on the guardian kills the group when it passes.
+    pub(super) fn arm(&self, kill_point: BootInstant) -> io::Result<()> {
+        match self.send(kill_point) {
+            true => Ok(()),
+            false => Err(io::Error::last_os_error()),
+        }
     }
 
     /// The process group of the guardian and the command (and the guardian's pid).
@@ -111,9 +110,13 @@ impl Guardian {
     /// Moves the kill point to `kill_point` if it is later. Never blocks: if the pipe is full (the
     /// guardian does not read), the earlier kill point stands, which only kills sooner.
     pub(super) fn extend(&self, kill_point: BootInstant) {
-        if kill_point <= self.kill_point.get() {
-            return;
+        if kill_point > self.kill_point.get() {
+            self.send(kill_point);
         }
+    }
+
+    /// Writes `kill_point` into the lifeline; false if it did not fit.
+    fn send(&self, kill_point: BootInstant) -> bool {
         let bytes = kill_point.as_nanos().to_ne_bytes();
         // SAFETY: an 8-byte write (atomic on a pipe) from this stack to our own fd.
         let written = unsafe {
@@ -123,9 +126,11 @@ impl Guardian {
                 KILL_POINT_BYTES,
             )
         };
-        if written == KILL_POINT_BYTES as isize {
+        let sent = written == KILL_POINT_BYTES as isize;
+        if sent {
             self.kill_point.set(kill_point);
         }
+        sent
     }
 }
 
@@ -163,29 +168,57 @@ fn guard(lifeline: libc::c_int) -> ! {
 }
 
 /// Returns when the lifeline `fd` closes or fails, or when the last kill point read from it
-/// passes. Async-signal-safe: poll, read and clock_gettime only.
+/// passes. A timer on `CLOCK_BOOTTIME` wakes it at the kill point (without one, it looks at the
+/// clock every 100 ms while a kill point is set); no kill point yet (`u64::MAX`), no wake-ups.
+/// Async-signal-safe: timerfd, poll, read and clock_gettime only.
 fn watch_lifeline(fd: libc::c_int) {
+    // SAFETY: timerfd_create takes plain integers.
+    let timer = unsafe {
+        libc::timerfd_create(libc::CLOCK_BOOTTIME, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK)
+    };
     let mut kill_point = u64::MAX;
+    // Whether the timer is set to the kill point (else the clock is looked at every tick).
+    let mut timed = false;
     let mut buffer = [0u8; 8 * KILL_POINT_BYTES];
     loop {
         let now = BootInstant::now().as_nanos();
         if now >= kill_point {
             return;
         }
-        let left_ms = (kill_point - now).div_ceil(1_000_000);
-        let wait = libc::c_int::try_from(left_ms).map_or(GUARD_TICK_MS, |ms| ms.min(GUARD_TICK_MS));
-        let mut poll = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
+        let wait = match kill_point {
+            u64::MAX => -1,
+            _ if timed => -1,
+            _ => libc::c_int::try_from((kill_point - now).div_ceil(1_000_000))
+                .map_or(GUARD_TICK_MS, |ms| ms.min(GUARD_TICK_MS)),
         };
-        // SAFETY: one pollfd on this stack.
-        let ready = unsafe { libc::poll(&mut poll, 1, wait) };
+        let mut polls = [
+            libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: timer,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let count = if timer >= 0 { 2 } else { 1 };
+        // SAFETY: `count` pollfds on this stack.
+        let ready = unsafe { libc::poll(polls.as_mut_ptr(), count, wait) };
         if ready == 0 || (ready < 0 && errno() == libc::EINTR) {
             continue;
         }
         if ready < 0 {
             return;
+        }
+        if polls[1].revents != 0 {
+            let mut expirations = [0u8; 8];
+            // SAFETY: reads 8 bytes into this stack from our own non-blocking timer.
+            unsafe { libc::read(timer, expirations.as_mut_ptr().cast(), 8) };
+        }
+        if polls[0].revents == 0 {
+            continue;
         }
         // SAFETY: reads into `buffer`, which is on this stack and as long as we say.
         let read = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
@@ -203,6 +236,34 @@ fn watch_lifeline(fd: libc::c_int) {
         let mut last = [0u8; KILL_POINT_BYTES];
         last.copy_from_slice(&buffer[whole - KILL_POINT_BYTES..whole]);
         kill_point = u64::from_ne_bytes(last);
+        timed = timer >= 0 && arm_timer(timer, kill_point);
+    }
+}
+
+/// Sets `timer` to fire at `kill_point` (boot-time nanoseconds); `u64::MAX` disarms it. False
+/// when the timer could not be set.
+fn arm_timer(timer: libc::c_int, kill_point: u64) -> bool {
+    let at = match kill_point {
+        u64::MAX => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        nanos => libc::timespec {
+            tv_sec: libc::time_t::try_from(nanos / 1_000_000_000).unwrap_or(libc::time_t::MAX),
+            // Below 10^9: fits any c_long.
+            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+        },
+    };
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: at,
+    };
+    // SAFETY: one itimerspec on this stack.
+    unsafe {
+        libc::timerfd_settime(timer, libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut()) == 0
     }
 }
 

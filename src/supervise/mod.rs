@@ -173,8 +173,10 @@ pub fn run(plan: Plan, inbox: Inbox, election: Election, status: Arc<Status>) ->
         clock,
         status,
         systemd,
+        spare: None,
     };
     loop {
+        supervisor.prepare_guardian();
         let began = Instant::now();
         let (code, ended) = match supervisor.await_leadership() {
             Ok(leadership) => supervisor.lead(&leadership),

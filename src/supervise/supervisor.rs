@@ -30,6 +30,8 @@ pub(super) struct Supervisor {
     pub(super) clock: Arc<RenewalClock>,
     pub(super) status: Arc<Status>,
     pub(super) systemd: Notifier,
+    /// A guardian forked ahead of time, so that no fork stands between leading and the command.
+    pub(super) spare: Option<child::Guardian>,
 }
 
 /// How one leadership ended.
@@ -101,7 +103,8 @@ impl Supervisor {
                     );
                     return Err(128 + signal);
                 }
-                Input::Signal(_) | Input::Reaped { .. } => {}
+                Input::Reaped { pid, .. } => self.reaped(pid),
+                Input::Signal(_) => {}
             }
         }
     }
@@ -175,7 +178,8 @@ impl Supervisor {
                 Input::Signal(signal) if signals::LEAVE.contains(&signal) => {
                     return Err(128 + signal)
                 }
-                Input::Signal(_) | Input::Reaped { .. } => {}
+                Input::Reaped { pid, .. } => self.reaped(pid),
+                Input::Signal(_) => {}
             }
         }
         if self
@@ -189,14 +193,41 @@ impl Supervisor {
         Ok(())
     }
 
-    fn spawn(&self, leadership: &Leadership) -> Result<Child, i32> {
-        let guardian = match child::Guardian::start(self.kill_point()) {
-            Ok(guardian) => guardian,
-            Err(error) => {
-                log::error("cannot start the command's guardian", &[("error", &error)]);
-                return Err(exit::CANNOT_EXECUTE);
+    /// Forks the spare guardian unless there is one; a failure is only logged (the spawn tries
+    /// again, and reports it).
+    pub(super) fn prepare_guardian(&mut self) {
+        if self.spare.is_none() {
+            match child::Guardian::start() {
+                Ok(guardian) => self.spare = Some(guardian),
+                Err(error) => log::warn("cannot start a guardian yet", &[("error", &error)]),
             }
-        };
+        }
+    }
+
+    /// Forgets the spare guardian if it is the process `pid` that was reaped.
+    fn reaped(&mut self, pid: i32) {
+        if self.spare.as_ref().is_some_and(|g| g.group() == pid) {
+            self.spare = None;
+        }
+    }
+
+    /// The guardian for the command, armed with the kill point: the spare, or a new one.
+    fn armed_guardian(&mut self) -> Result<child::Guardian, i32> {
+        let kill_point = self.kill_point();
+        if let Some(spare) = self.spare.take() {
+            if spare.arm(kill_point).is_ok() {
+                return Ok(spare);
+            }
+        }
+        let started = child::Guardian::start().and_then(|g| g.arm(kill_point).map(|()| g));
+        started.map_err(|error| {
+            log::error("cannot start the command's guardian", &[("error", &error)]);
+            exit::CANNOT_EXECUTE
+        })
+    }
+
+    fn spawn(&mut self, leadership: &Leadership) -> Result<Child, i32> {
+        let guardian = self.armed_guardian()?;
         let set = [
             ("ETCD_AWAIT_ELECTION_LEADER_KEY", leadership.key.clone()),
             (
@@ -395,6 +426,7 @@ impl Supervisor {
                     return Err(128 + signal);
                 }
                 Ok(Input::Election(notice)) => self.note(notice),
+                Ok(Input::Reaped { pid, .. }) => self.reaped(pid),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => return Ok(()),
                 Err(RecvTimeoutError::Disconnected) => return Err(exit::UNAVAILABLE),

@@ -69,8 +69,8 @@ impl Candidate {
             self.keeper();
             // Alone behind the leader (and one holder): its deletion alone makes us leader.
             let shortcut = alone && self.settings().holders == 1;
-            let ahead = self.watch_ahead(&place, &ahead, shortcut, revision, &mut own);
-            let watches = [Some(ahead.id), own.as_ref().map(|w| w.id)];
+            let watch = self.watch_ahead(&place, &ahead, shortcut, revision, &mut own);
+            let watches = [Some(watch.id), own.as_ref().map(|w| w.id)];
             let watches: Vec<u64> = watches.into_iter().flatten().collect();
             match self.wait(&watches, false, None) {
                 Some(Alert::Deleted { own: true, .. }) => {
@@ -85,6 +85,7 @@ impl Candidate {
                 // instance with our identity adopt it.)
                 Some(Alert::Deleted { revision, .. }) if shortcut => {
                     known = Some((Position::Head { revision }, BootInstant::now()));
+                    own = Some(watch); // it covers our key: the leader keeps it
                 }
                 Some(Alert::Deleted { .. }) => {}
                 Some(Alert::Recheck { watch, .. }) => {
@@ -302,7 +303,9 @@ impl Candidate {
                     false
                 }
                 Some(Alert::Recheck { .. }) => true,
-                Some(Alert::Deleted { .. }) => break Loss::KeyDeleted,
+                Some(Alert::Deleted { own: true, .. }) => break Loss::KeyDeleted,
+                // The watch that made us leader also covers the key that was ahead of us.
+                Some(Alert::Deleted { .. }) => continue,
                 Some(Alert::LeaseGone { .. }) => break Loss::LeaseGone,
                 Some(Alert::Lapsed { .. }) => break Loss::RenewalLapsed,
                 Some(Alert::Stop) => return Outcome::Finished,
