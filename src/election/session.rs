@@ -10,7 +10,10 @@
 //! - While leading, a renewal sent RENEW_DEADLINE or more after the previous one comes too late:
 //!   leadership was forfeited in between (a stalled process cannot have seen its deadline pass, and
 //!   a successor may have adopted the lease). It is not counted, and the candidate hears
-//!   [`Alert::Lapsed`].
+//!   [`Alert::Lapsed`]. A waiter's renewal after such a gap counts, but marks the session lapsed
+//!   until our key is written again (see [`RenewalClock::lapsed`]).
+//! - While leading, the clock is only as fresh as the older of the last renewal and the last read
+//!   that proved our key ours, so a leader that cannot read its key meets the same deadline.
 //! - Keepalives go out at a fixed rate (not interval + call time), one at a time: a waiter every
 //!   `waiter_interval`, the leader every `leader_interval`; becoming leader sends one at once when the
 //!   last is older than the leader's interval.

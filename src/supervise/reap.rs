@@ -85,6 +85,18 @@ pub(super) fn children_left() -> bool {
     }
 }
 
+/// Whether any child other than `spared` (the command's guardian, which runs no code of the
+/// command) is left, a zombie not yet reaped included; does not reap. From `/proc` when it can be
+/// read, so that a dying guardian is not waited for; else as [`children_left`].
+pub(super) fn children_left_besides(spared: i32) -> bool {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    match try_children_of(me) {
+        Some(children) => children.iter().any(|&child| child != spared),
+        None => children_left(),
+    }
+}
+
 /// Sends `signal` to the process group `group` only.
 pub(super) fn signal_group(group: i32, signal: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a process group.
@@ -136,22 +148,28 @@ fn descendants(root: i32) -> Vec<(i32, i32)> {
     found
 }
 
-/// The children of `pid`, from the `children` file of each of its threads.
+/// The children of `pid`, from the `children` file of each of its threads; empty without `/proc`.
 fn children_of(pid: i32) -> Vec<i32> {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
+    try_children_of(pid).unwrap_or_default()
+}
+
+/// The children of `pid`; `None` unless every thread's `children` file could be read (a thread
+/// that ended meanwhile has none left).
+fn try_children_of(pid: i32) -> Option<Vec<i32>> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut children = Vec::new();
-    for task in tasks.flatten() {
-        let path = task.path().join("children");
-        if let Ok(text) = fs::read_to_string(path) {
-            children.extend(
+    for task in tasks {
+        let path = task.ok()?.path();
+        match fs::read_to_string(path.join("children")) {
+            Ok(text) => children.extend(
                 text.split_whitespace()
                     .filter_map(|p| p.parse::<i32>().ok()),
-            );
+            ),
+            Err(_) if !path.exists() => {}
+            Err(_) => return None,
         }
     }
-    children
+    Some(children)
 }
 
 /// Signals `pid` if it is still a child of `parent`: through a pidfd opened first, so that a pid

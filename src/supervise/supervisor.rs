@@ -380,13 +380,14 @@ impl Supervisor {
     }
 
     /// Kills whatever is left of the command's tree and waits (bounded) until no child of ours is
-    /// left: as a subreaper, that is the whole tree. Only then may the lease go. The group was
+    /// left but the guardian (killed with the group, but running nothing of the command): as a
+    /// subreaper, that is the whole tree. Only then may the lease go. The group was
     /// killed already and usually goes within a millisecond; only what outlives that (processes
     /// that left the group) costs a walk of `/proc`.
     fn await_tree_gone(&mut self, child: &Child) {
         let started = Instant::now();
         let mut sweep_at = started + GROUP_GONE;
-        while reap::children_left() {
+        while reap::children_left_besides(child.group) {
             let now = Instant::now();
             if now >= started + TREE_GONE_WAIT {
                 log::error(
