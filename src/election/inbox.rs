@@ -27,7 +27,9 @@ impl Interest<'_> {
             Alert::Stop => true,
             Alert::LeaseGone { session } => session == self.session,
             Alert::Lapsed { session } => session == self.session && self.leading,
-            Alert::Deleted { session, watch, .. } | Alert::Recheck { session, watch } => {
+            Alert::Deleted { session, watch, .. }
+            | Alert::Recheck { session, watch }
+            | Alert::Rewritten { session, watch, .. } => {
                 session == self.session && self.watches.contains(&watch)
             }
         }

@@ -137,6 +137,8 @@ pub enum Loss {
     Superseded,
     /// etcd refused to let us read our key (e.g. permissions changed).
     Unconfirmed,
+    /// Another client overwrote our key (not with our lease).
+    Overwritten,
 }
 
 impl std::fmt::Display for Loss {
@@ -147,6 +149,7 @@ impl std::fmt::Display for Loss {
             Loss::RenewalLapsed => "a renewal came back after the renew deadline had passed",
             Loss::Superseded => "an instance with our identity took our key over",
             Loss::Unconfirmed => "etcd refused to let us read our key",
+            Loss::Overwritten => "another client overwrote our key",
         })
     }
 }
@@ -194,6 +197,15 @@ enum Alert {
         session: u64,
         watch: u64,
     },
+    /// Our key was written at `revision` (its new mod_revision), with `lease`, by a write that
+    /// was not the one that gave it the stamp the watch knew: an instance with our identity
+    /// claimed it, or someone else wrote it.
+    Rewritten {
+        session: u64,
+        watch: u64,
+        revision: i64,
+        lease: i64,
+    },
 }
 
 /// What every thread of the election shares.
@@ -215,6 +227,8 @@ struct State {
     /// The current run of the candidate (a rejoin starts a new one; an old one then stops).
     run: u64,
     lease: Option<i64>,
+    /// Our key and its stamp, once written.
+    key: Option<(String, i64)>,
     keeper: Option<Arc<Keeper>>,
 }
 
@@ -325,22 +339,16 @@ impl Election {
     /// Leaves the election: stops every thread and revokes the lease, which deletes our key at once.
     /// A lease the candidate thread grants later is revoked by that thread.
     pub fn resign(&self) -> Result<(), etcd::Error> {
-        let (lease, keeper) = {
+        let (lease, key, keeper) = {
             let mut state = self.shared.lock();
             state.stopping = true;
-            (state.lease.take(), state.keeper.take())
+            (state.lease.take(), state.key.take(), state.keeper.take())
         };
         // The revoke first: it deletes our key at once and lets the next leader start; the other
-        // threads are told to stop once it is done. Not a lease that may have been adopted.
+        // threads are told to stop once it is done. A lease that may have been adopted is only
+        // revoked once a transaction has deleted our key while it still bore our stamp.
         let revoked = match lease {
-            Some(lease) if self.may_be_adopted() => {
-                log::warn(
-                    "not revoking our lease: it went unrenewed long enough for an instance with \
-                     our identity to have adopted it; it expires by itself",
-                    &[("lease", &format!("{lease:x}"))],
-                );
-                Ok(())
-            }
+            Some(lease) if self.may_be_adopted() => self.release(lease, key),
             Some(lease) => session::revoke(&self.shared.client, lease),
             None => Ok(()),
         };
@@ -352,6 +360,25 @@ impl Election {
             let _ = finished.recv_timeout(FINISH_WAIT);
         }
         revoked
+    }
+
+    /// Deletes our key if it still bears our stamp and lease, and then revokes the lease; leaves
+    /// both alone when the key was taken over (the lease is its new holder's).
+    fn release(&self, lease: i64, key: Option<(String, i64)>) -> Result<(), etcd::Error> {
+        let client = &self.shared.client;
+        let released = match &key {
+            Some((key, stamp)) => client.txn(&queue::release(key, *stamp, lease))?.succeeded,
+            None => false,
+        };
+        if !released {
+            log::warn(
+                "not revoking our lease: an instance with our identity may have adopted it \
+                 while it went unrenewed; it expires by itself",
+                &[("lease", &format!("{lease:x}"))],
+            );
+            return Ok(());
+        }
+        session::revoke(client, lease)
     }
 
     /// Whether an instance with our identity may own our lease now: it lapsed and our key was not

@@ -90,7 +90,9 @@ pub(crate) enum Join {
 pub(crate) struct Created {
     /// Our key's create_revision, and its stamp (the same: the put created it).
     pub revision: i64,
-    pub position: Position,
+    /// Where it stands; `None` when the key was our own earlier create (an attempt whose answer
+    /// was lost): a look tells.
+    pub position: Option<Position>,
     /// Another live key with our identity (an earlier run of ours), when asked to look.
     pub twin: Option<KeyValue>,
 }
@@ -146,12 +148,14 @@ pub(crate) fn create(lock: &str, ours: Ours<'_>, join: Join, holders: u32) -> Tx
     TxnRequest {
         compare: vec![Compare::create_revision(key, CompareResult::Equal, 0)],
         success,
-        failure: vec![],
+        failure: vec![Op::Range(RangeRequest::key(key))],
     }
 }
 
-/// Reads the answer to [`create`]. `Ok(None)`: our key already exists — with our lease, it can only
-/// be one an instance with our identity took over: the lease is not ours to use any more.
+/// Reads the answer to [`create`]. `Ok(None)`: our key already exists and was rewritten since it
+/// was created — with our lease, only an instance with our identity can have done that: the lease
+/// is not ours to use any more. A key with our lease never rewritten is our own earlier create
+/// (an attempt whose answer was lost): it is ours, position unknown.
 pub(crate) fn created(
     answer: TxnResponse,
     ours: Ours<'_>,
@@ -159,7 +163,19 @@ pub(crate) fn created(
     holders: u32,
 ) -> Result<Option<Created>, String> {
     if !answer.succeeded {
-        return Ok(None);
+        let existing = ranges(answer.responses).into_iter().next();
+        let ours_before = existing
+            .and_then(|r| r.kvs.into_iter().next())
+            .filter(|kv| {
+                kv.lease == ours.lease
+                    && kv.mod_revision == kv.create_revision
+                    && kv.create_revision > 0
+            });
+        return Ok(ours_before.map(|kv| Created {
+            revision: kv.create_revision,
+            position: None,
+            twin: None,
+        }));
     }
     let revision = answer.header.revision;
     let mut ranges = ranges(answer.responses).into_iter();
@@ -191,7 +207,7 @@ pub(crate) fn created(
     };
     Ok(Some(Created {
         revision,
-        position,
+        position: Some(position),
         twin,
     }))
 }
@@ -269,6 +285,23 @@ pub(crate) fn claimed(
         .try_into()
         .map_err(|ranges: Vec<_>| format!("the claim answered {} of 2 ranges", ranges.len()))?;
     Ok(Some((stamp, standing_of(ahead, leader, stamp, holders))))
+}
+
+/// Leaving with a lease that may have changed hands: delete our key only if it still bears our
+/// `stamp` and `lease` (then the lease is ours to revoke, and an adopter's claim, which compares
+/// the same stamp, fails).
+pub(crate) fn release(key: &str, stamp: i64, lease: i64) -> TxnRequest {
+    TxnRequest {
+        compare: vec![
+            Compare::of(key, CompareResult::Equal, CompareTarget::Mod(stamp)),
+            Compare::of(key, CompareResult::Equal, CompareTarget::Lease(lease)),
+        ],
+        success: vec![Op::Delete {
+            key: key.as_bytes().to_vec(),
+            range_end: Vec::new(),
+        }],
+        failure: vec![],
+    }
 }
 
 /// The leader's check that its key is still its own: a read of the key.
@@ -381,7 +414,8 @@ mod tests {
             (Some("2"), Some("DESCEND"))
         );
         assert_eq!(body["success"][2]["request_range"]["sort_order"], "ASCEND");
-        assert_eq!(body["failure"], serde_json::json!([]));
+        // On failure, our key is read: our own earlier create, or taken.
+        assert!(body["failure"][0]["request_range"].is_object());
     }
 
     #[test]
@@ -407,7 +441,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(first.revision, 12);
-        assert_eq!(first.position, Position::Head { revision: 12 });
+        assert_eq!(first.position, Some(Position::Head { revision: 12 }));
         let behind = txn(
             r#"{"header":{"revision":"13"},"succeeded":true,"responses":[
               {"response_put":{}},
@@ -417,12 +451,12 @@ mod tests {
         let created = created(behind, ours("l/1f", 31), Join::Plain, 1)
             .unwrap()
             .unwrap();
-        let Position::Behind {
+        let Some(Position::Behind {
             ahead,
             alone,
             leader,
             ..
-        } = created.position
+        }) = created.position
         else {
             panic!("expected Behind");
         };
@@ -447,6 +481,21 @@ mod tests {
         }
         let failed = txn(r#"{"header":{"revision":"20"}}"#);
         assert_eq!(created(failed, ours("l/1f", 31), Join::Plain, 1), Ok(None));
+        // Our own earlier create, whose answer was lost: our lease, never rewritten.
+        let mine = txn(
+            r#"{"header":{"revision":"20"},"succeeded":false,"responses":[
+              {"response_range":{"kvs":[{"key":"bC8xZg==","create_revision":"9","mod_revision":"9","lease":"31"}]}}]}"#,
+        );
+        let mine = created(mine, ours("l/1f", 31), Join::Plain, 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!((mine.revision, mine.position, mine.twin), (9, None, None));
+        // Rewritten since (a claim by an instance with our identity): taken.
+        let claimed = txn(
+            r#"{"header":{"revision":"20"},"succeeded":false,"responses":[
+              {"response_range":{"kvs":[{"key":"bC8xZg==","create_revision":"9","mod_revision":"14","lease":"31"}]}}]}"#,
+        );
+        assert_eq!(created(claimed, ours("l/1f", 31), Join::Plain, 1), Ok(None));
     }
 
     #[test]

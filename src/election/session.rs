@@ -142,14 +142,23 @@ impl RenewalClock {
         }
     }
 
-    /// Records a keepalive of `session`, sent at `sent`, that etcd acknowledged.
-    pub(super) fn acknowledged(&self, session: u64, sent: BootInstant) -> Ack {
+    /// Records a keepalive of `session`, sent at `sent` and acknowledged at `received`.
+    ///
+    /// The lapse is measured up to the answer, not the send: etcd may have processed this renewal
+    /// as late as `received`, so it saw a gap of up to `received − previous send` (a call that
+    /// took its whole budget, or failed over across endpoints, hides a lapse from the send times).
+    pub(super) fn acknowledged(
+        &self,
+        session: u64,
+        sent: BootInstant,
+        received: BootInstant,
+    ) -> Ack {
         let mut state = self.lock();
         if state.session != session {
             return Ack::Stale;
         }
         let ack = judge(*state, sent, self.renew_deadline);
-        let gap = state.acked.map(|a| sent.saturating_since(a));
+        let gap = state.acked.map(|a| received.saturating_since(a));
         if ack != Ack::Stale && gap.is_some_and(|gap| gap >= self.renew_deadline) {
             state.lapsed = Some(sent);
         }
@@ -367,7 +376,11 @@ impl Renewer {
         let ttl = self.shared.settings.ttl_secs();
         match self.shared.client.lease_keepalive(self.lease) {
             Ok(answer) if answer.ttl >= ttl => {
-                match self.shared.clock.acknowledged(self.session, sent) {
+                match self
+                    .shared
+                    .clock
+                    .acknowledged(self.session, sent, BootInstant::now())
+                {
                     Ack::Counted => {
                         (self.shared.notify)(Notice::Renewed {
                             took: started.elapsed(),
@@ -423,6 +436,7 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+    const MS: Duration = Duration::from_millis(1);
 
     fn state(acked: Option<BootInstant>, leading: bool) -> ClockState {
         ClockState {
@@ -448,10 +462,19 @@ mod tests {
         clock.restart(1, t);
         clock.lead(t);
         clock.confirmed(t + 30 * S);
-        assert_eq!(clock.acknowledged(1, t + 9 * S), Ack::Counted);
+        assert_eq!(
+            clock.acknowledged(1, t + 9 * S, t + 9 * S + MS),
+            Ack::Counted
+        );
         // Stalled for 10 s: too late, and every later renewal is measured from the same last one.
-        assert_eq!(clock.acknowledged(1, t + 19 * S), Ack::Lapsed);
-        assert_eq!(clock.acknowledged(1, t + 20 * S), Ack::Lapsed);
+        assert_eq!(
+            clock.acknowledged(1, t + 19 * S, t + 19 * S + MS),
+            Ack::Lapsed
+        );
+        assert_eq!(
+            clock.acknowledged(1, t + 20 * S, t + 20 * S + MS),
+            Ack::Lapsed
+        );
         assert!(clock.lapsed());
         assert_eq!(clock.last(), Some(t + 9 * S));
         assert_eq!(clock.deadline(), Some(t + 19 * S));
@@ -463,7 +486,10 @@ mod tests {
         let clock = RenewalClock::new(10 * S);
         clock.restart(1, t);
         clock.lead(t);
-        assert_eq!(clock.acknowledged(1, t + 4 * S), Ack::Counted);
+        assert_eq!(
+            clock.acknowledged(1, t + 4 * S, t + 4 * S + MS),
+            Ack::Counted
+        );
         // Keepalives pass, but the key has not been read since the start: the deadline runs from it.
         assert_eq!(clock.last(), Some(t));
         clock.confirmed(t + 3 * S);
@@ -477,15 +503,35 @@ mod tests {
         let t = BootInstant::now();
         let clock = RenewalClock::new(10 * S);
         clock.restart(1, t);
-        assert_eq!(clock.acknowledged(1, t + 5 * S), Ack::Counted);
+        assert_eq!(
+            clock.acknowledged(1, t + 5 * S, t + 5 * S + MS),
+            Ack::Counted
+        );
         assert!(!clock.lapsed());
-        assert_eq!(clock.acknowledged(1, t + 16 * S), Ack::Counted);
+        assert_eq!(
+            clock.acknowledged(1, t + 16 * S, t + 16 * S + MS),
+            Ack::Counted
+        );
         assert!(clock.lapsed());
         // A re-stamp sent before the lapsed renewal does not clear it; one sent after does.
         clock.restamped(t + 15 * S);
         assert!(clock.lapsed());
         clock.restamped(t + 17 * S);
         assert!(!clock.lapsed());
+    }
+
+    #[test]
+    fn a_renewal_sent_in_time_but_answered_late_marks_the_session_lapsed() {
+        let t = BootInstant::now();
+        let clock = RenewalClock::new(10 * S);
+        clock.restart(1, t);
+        // Sent 9 s after the grant, answered 8.5 s later (a held connection, a slow failover):
+        // etcd may have seen no renewal for 17.5 s, long enough for a twin to adopt the lease.
+        assert_eq!(
+            clock.acknowledged(1, t + 9 * S, t + 17 * S + 500 * MS),
+            Ack::Counted
+        );
+        assert!(clock.lapsed());
     }
 
     #[test]
@@ -496,8 +542,14 @@ mod tests {
         clock.lead(t);
         clock.restart(2, t + 100 * S);
         // A late answer for the earlier lease does not move the new one's clock.
-        assert_eq!(clock.acknowledged(1, t + 150 * S), Ack::Stale);
-        assert_eq!(clock.acknowledged(2, t + 200 * S), Ack::Counted);
+        assert_eq!(
+            clock.acknowledged(1, t + 150 * S, t + 150 * S + MS),
+            Ack::Stale
+        );
+        assert_eq!(
+            clock.acknowledged(2, t + 200 * S, t + 200 * S + MS),
+            Ack::Counted
+        );
         assert!(clock.wait_renewed_after(t + 150 * S, Duration::ZERO));
         assert!(!clock.wait_renewed_after(t + 200 * S, Duration::from_millis(1)));
     }

@@ -7,7 +7,10 @@
 //! Rules:
 //! - Dropping a [`KeyWatch`] cancels it: its socket is shut down at once, so its thread and its
 //!   connection go together — churn cannot pile up threads blocked in reads.
-//! - Only deletions are asked for: a predecessor that rewrites a large value costs us nothing.
+//! - Only deletions are asked for — a predecessor that rewrites a large value costs us nothing —
+//!   except when our own key is watched alone or with one key ahead: then writes are reported
+//!   too, and a write of our key that did not give it our stamp (an instance with our identity
+//!   claiming it) is told at once.
 //! - A watch that ends is re-established from the next revision; one that stays silent past the
 //!   client's idle timeout counts as dead and is replaced. Every watch asks etcd to end it when the
 //!   member loses its raft leader, so a member cut off from the cluster cannot hide a deletion.
@@ -43,6 +46,9 @@ impl Drop for KeyWatch {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Watched {
     pub own: Option<String>,
+    /// Our key's stamp: with `own` (and no `prefix`), writes of our key to another mod_revision
+    /// are reported.
+    pub stamp: Option<i64>,
     pub ahead: Vec<String>,
     pub prefix: Option<String>,
 }
@@ -59,7 +65,10 @@ impl Watched {
         let mut keys: Vec<&String> = self.own.iter().chain(&self.ahead).collect();
         keys.sort();
         let (first, last) = (keys.first().map_or("", |k| k.as_str()), keys.last());
-        let mut request = WatchRequest::key(first, from).deletes_only();
+        let mut request = WatchRequest::key(first, from);
+        if self.stamp.is_none() {
+            request = request.deletes_only();
+        }
         if keys.len() > 1 {
             let mut end = last.map_or_else(Vec::new, |k| k.as_bytes().to_vec());
             end.push(0);
@@ -79,6 +88,16 @@ impl Watched {
             0..=2 => keys.join(" and "),
             n => format!("{n} keys"),
         }
+    }
+
+    /// A write of our key in `events` that did not give it our stamp: (its revision, its lease).
+    fn rewrite(&self, events: &[WatchEvent]) -> Option<(i64, i64)> {
+        let (own, stamp) = (self.own.as_ref()?, self.stamp?);
+        events
+            .iter()
+            .filter(|e| e.kind == EventKind::Put && e.kv.key == own.as_bytes())
+            .find(|e| e.kv.mod_revision != stamp)
+            .map(|e| (e.kv.mod_revision, e.kv.lease))
     }
 
     /// Which of our keys `events` delete (ours, one ahead), and at which revision (the last such
@@ -210,6 +229,15 @@ impl Watcher {
         for message in watch {
             match message {
                 Ok(WatchMessage::Events { events, .. }) => {
+                    // Before any deletion: a key that is not ours any more makes nobody leader.
+                    if let Some((revision, lease)) = self.keys.rewrite(&events) {
+                        return self.tell(Alert::Rewritten {
+                            session,
+                            watch: watch_id,
+                            revision,
+                            lease,
+                        });
+                    }
                     if let Some((own, ahead, revision)) = self.keys.deletions(&events) {
                         return self.tell(Alert::Deleted {
                             session,

@@ -2,14 +2,14 @@
 //! started into that group with a `vfork`-style clone.
 //!
 //! Rules:
-//! - The guardian is forked first. It holds only the read end of a pipe whose write end only the
-//!   wrapper holds; when that end closes — the wrapper died, even by SIGKILL or the OOM killer — it
-//!   SIGKILLs its process group, which is the command's. It is also a dead-man switch: the wrapper
-//!   writes the kill point (on `CLOCK_BOOTTIME`) into the pipe whenever a renewal moves it, and
-//!   the guardian SIGKILLs the group when it passes, so the command dies in time even when the
-//!   wrapper itself is stopped or hung. It ignores every signal it can (real-time ones included),
-//!   closes every other file, and only ever calls async-signal-safe functions (a fork of a
-//!   threaded process).
+//! - The guardian is forked ahead of time (no fork stands between leading and the command). It
+//!   holds only the read end of a pipe whose write end only the wrapper holds; when that end
+//!   closes — the wrapper died, even by SIGKILL or the OOM killer — it SIGKILLs its process group,
+//!   which is the command's. It is also a dead-man switch: the wrapper writes the kill point (on
+//!   `CLOCK_BOOTTIME`) into the pipe whenever a renewal moves it, and the guardian SIGKILLs the
+//!   group when it passes, so the command dies in time even when the wrapper itself is stopped or
+//!   hung. It ignores and blocks every signal it can (real-time ones included), closes every other
+//!   file, and only ever calls async-signal-safe functions (a fork of a threaded process).
 //! - The command starts in the guardian's group (the foreground group of the terminal, when we own
 //!   one), with `PR_SET_PDEATHSIG=SIGKILL`, the dispositions the wrapper inherited, an empty signal
 //!   mask, and its environment prepared in the parent. Its path is resolved in the parent, so a wrong
@@ -139,15 +139,23 @@ fn guard(lifeline: libc::c_int) -> ! {
     // SAFETY: only async-signal-safe calls on plain data and our own fds.
     unsafe {
         libc::setpgid(0, 0);
-        // Every signal but the two that cannot be (and those the C library reserves, which refuse).
+        // Every signal but the two that cannot be: ignored where the C library lets us, and
+        // blocked by the raw system call, which also covers the real-time signals the C library
+        // reserves for itself (32 and 33 with glibc) and will neither ignore nor block. The
+        // guardian only polls, so a blocked signal costs it nothing.
         for signal in 1..=64 {
             if signal != libc::SIGKILL && signal != libc::SIGSTOP {
                 libc::signal(signal, libc::SIG_IGN);
             }
         }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        let all: u64 = !0;
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &all as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
         libc::dup2(lifeline, 0);
         if libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) != 0 {
             for fd in 1..4096 {

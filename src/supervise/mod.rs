@@ -220,9 +220,11 @@ pub fn run(plan: Plan, inbox: Inbox, election: Election, status: Arc<Status>) ->
 fn killed_because(loss: Loss) -> &'static str {
     match loss {
         Loss::RenewalLapsed => "renewal lapsed; killed the child",
-        Loss::KeyDeleted | Loss::LeaseGone | Loss::Superseded | Loss::Unconfirmed => {
-            "leadership lost; killed the child"
-        }
+        Loss::KeyDeleted
+        | Loss::LeaseGone
+        | Loss::Superseded
+        | Loss::Unconfirmed
+        | Loss::Overwritten => "leadership lost; killed the child",
     }
 }
 

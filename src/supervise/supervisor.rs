@@ -313,11 +313,19 @@ impl Supervisor {
                 }
                 Input::Reaped { pid, .. } if pid == child.group && guarded => {
                     guarded = false;
-                    log::error(
-                        "the command's guardian was killed: should the wrapper die or hang now, \
-                         its process group is no longer stopped for it",
-                        &[("guardian", &pid)],
-                    );
+                    if BootInstant::now() >= self.kill_point() {
+                        log::warn(
+                            "the guardian killed the command's process group at the kill point \
+                             (the wrapper could not run in time)",
+                            &[("guardian", &pid)],
+                        );
+                    } else {
+                        log::error(
+                            "the command's guardian was killed: should the wrapper die or hang \
+                             now, its process group is no longer stopped for it",
+                            &[("guardian", &pid)],
+                        );
+                    }
                 }
                 Input::Reaped { .. } => {}
                 Input::Signal(signal) => forward(child.pid, signal),
@@ -357,15 +365,11 @@ impl Supervisor {
     fn await_exit(&mut self, child: &Child, until: BootInstant) -> bool {
         loop {
             if BootInstant::now() >= until {
-                return false;
+                return self.reaped_already(child);
             }
             match self.inbox.receiver().recv_timeout(clock::nap_until(until)) {
                 Ok(Input::Reaped { pid, status }) if pid == child.pid => {
-                    self.status.child(false, Some(exit_code(status)));
-                    log::info(
-                        "child stopped",
-                        &[("pid", &pid), ("code", &exit_code(status))],
-                    );
+                    self.stopped(pid, status);
                     return true;
                 }
                 Ok(Input::Election(Notice::Lost(loss))) => {
@@ -377,6 +381,31 @@ impl Supervisor {
                 Err(RecvTimeoutError::Disconnected) => return false,
             }
         }
+    }
+
+    /// Whether the command's exit is among what already arrived (a wrapper that was stopped past
+    /// `until` finds it waiting); what else arrived is noted or dropped: the command is being
+    /// stopped anyway.
+    fn reaped_already(&mut self, child: &Child) -> bool {
+        while let Ok(input) = self.inbox.receiver().try_recv() {
+            match input {
+                Input::Reaped { pid, status } if pid == child.pid => {
+                    self.stopped(pid, status);
+                    return true;
+                }
+                Input::Election(notice) => self.note(notice),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    fn stopped(&self, pid: i32, status: i32) {
+        self.status.child(false, Some(exit_code(status)));
+        log::info(
+            "child stopped",
+            &[("pid", &pid), ("code", &exit_code(status))],
+        );
     }
 
     /// Kills whatever is left of the command's tree and waits (bounded) until no child of ours is

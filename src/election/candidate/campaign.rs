@@ -38,6 +38,8 @@ impl Candidate {
                     Readiness::Ready => return self.lead(&place, own, revision, proven),
                     Readiness::Reclaim => match self.reclaim(&mut place) {
                         Ok(reclaimed) => {
+                            // Its watch knew the old stamp: the leader watches the new one.
+                            own = None;
                             known = Some(reclaimed);
                             continue;
                         }
@@ -80,9 +82,8 @@ impl Candidate {
                     );
                     return Outcome::Requeue(Fate::Keep);
                 }
-                // The stream that reported the deletion also carries our key's: it still stood at
-                // that revision. (Its stamp is proven by `ready_to_lead`: only a lapse lets an
-                // instance with our identity adopt it.)
+                // The stream that reported the deletion also carries our key's deletion and its
+                // writes, in order: it still stood at that revision, with our stamp.
                 Some(Alert::Deleted { revision, .. }) if shortcut => {
                     known = Some((Position::Head { revision }, BootInstant::now()));
                     own = Some(watch); // it covers our key: the leader keeps it
@@ -92,6 +93,13 @@ impl Candidate {
                     if own.as_ref().is_some_and(|w| w.id == watch) {
                         own = None;
                     }
+                }
+                Some(Alert::Rewritten { revision, .. }) if revision == place.stamp => own = None,
+                Some(Alert::Rewritten { lease, .. }) => {
+                    return match self.rewritten(&place, lease) {
+                        Loss::Superseded => Outcome::Requeue(Fate::Drop),
+                        _ => Outcome::Requeue(Fate::Keep),
+                    };
                 }
                 Some(Alert::LeaseGone { .. }) => {
                     log::warn("our lease is gone; queueing again", &[("key", &place.key)]);
@@ -122,16 +130,19 @@ impl Candidate {
         let watched = match (self.settings().holders, shortcut) {
             (1, true) => Watched {
                 own: ours,
+                stamp: Some(place.stamp),
                 ahead: names,
                 prefix: None,
             },
             (1, false) => Watched {
                 own: None,
+                stamp: None,
                 ahead: names,
                 prefix: None,
             },
             _ => Watched {
                 own: ours,
+                stamp: None,
                 ahead: names,
                 prefix: Some(queue::prefix(&self.settings().lock_name)),
             },
@@ -214,6 +225,7 @@ impl Candidate {
                     self.answered();
                     self.shared.clock.restamped(sent);
                     place.stamp = stamp;
+                    self.hold(&place.key, stamp);
                     return Ok((position, sent));
                 }
                 Ok(None) => {
@@ -303,6 +315,11 @@ impl Candidate {
                     false
                 }
                 Some(Alert::Recheck { .. }) => true,
+                Some(Alert::Rewritten { revision, .. }) if revision == place.stamp => {
+                    known = known.max(revision);
+                    true
+                }
+                Some(Alert::Rewritten { lease, .. }) => break self.rewritten(place, lease),
                 Some(Alert::Deleted { own: true, .. }) => break Loss::KeyDeleted,
                 // The watch that made us leader also covers the key that was ahead of us.
                 Some(Alert::Deleted { .. }) => continue,
@@ -348,6 +365,23 @@ impl Candidate {
         };
         self.notify(Notice::Lost(loss));
         Outcome::Finished
+    }
+
+    /// Our key was written by someone else, with `lease`: with our lease, an instance with our
+    /// identity took it (and the lease) over, which we give up without revoking; without, another
+    /// client overwrote it.
+    fn rewritten(&mut self, place: &Place, lease: i64) -> Loss {
+        let ours = self.session.as_ref().is_some_and(|s| s.lease == lease);
+        if ours {
+            log::error(TAKEN, &[("key", &place.key)]);
+            self.end_session();
+            return Loss::Superseded;
+        }
+        log::warn(
+            "our key was overwritten by another client",
+            &[("key", &place.key), ("lease", &format!("{lease:x}"))],
+        );
+        Loss::Overwritten
     }
 
     /// What a read of our key says about it.

@@ -76,6 +76,7 @@ impl Candidate {
             return false;
         }
         state.lease = Some(lease.id);
+        state.key = None;
         self.shared.clock.restart(id, lease.renewed);
         self.session = Some(Session {
             id,
@@ -83,6 +84,15 @@ impl Candidate {
             keeper: None,
         });
         true
+    }
+
+    /// Records our key and its stamp for [`super::super::Election::resign`] (the lease's key).
+    pub(super) fn hold(&self, key: &str, stamp: i64) {
+        let lease = self.session.as_ref().map(|s| s.lease);
+        let mut state = self.shared.lock();
+        if lease.is_some() && state.lease == lease {
+            state.key = Some((key.to_string(), stamp));
+        }
     }
 
     /// The session's keepalive thread, started the first time it is needed.
@@ -109,6 +119,7 @@ impl Candidate {
             let mut state = self.shared.lock();
             if state.lease == Some(session.lease) {
                 state.lease = None;
+                state.key = None;
                 state.keeper = None;
             }
         }
@@ -137,18 +148,21 @@ impl Candidate {
             return Ok(None);
         };
         self.shared.clock.restamped(sent);
+        self.hold(&key, created.revision);
         if join == Join::Force {
             log::warn(
                 "FORCE_ACQUIRE: deleted every other key under the lock",
                 &[("key", &key)],
             );
         }
-        self.seen(&created.position);
+        if let Some(position) = &created.position {
+            self.seen(position);
+        }
         let place = Place {
             key,
             revision: created.revision,
             stamp: created.revision,
-            known: Some((created.position, sent)),
+            known: created.position.map(|position| (position, sent)),
         };
         Ok(Some((place, created.twin)))
     }
@@ -219,6 +233,7 @@ impl Candidate {
             ],
         );
         self.seen(&position);
+        self.hold(&queue::name_of(twin), stamp);
         Ok(Some(Place {
             key: queue::name_of(twin),
             revision: twin.create_revision,

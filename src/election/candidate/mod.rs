@@ -104,10 +104,14 @@ impl Candidate {
     }
 
     pub(super) fn run(mut self) {
-        // FORCE_ACQUIRE always takes a fresh key: its transaction deletes every other one.
-        let mut join = match self.settings().force_acquire {
-            true => Join::Force,
-            false => Join::LookForTwin,
+        // FORCE_ACQUIRE always takes a fresh key: its transaction deletes every other one. A
+        // rejoin (RECAMPAIGN) never adopts: a key with our identity is then the one this process
+        // just gave up (its revoke may have failed), and the next run must queue behind the
+        // others with a fresh lease and a new fencing token.
+        let mut join = match (self.settings().force_acquire, self.run) {
+            (true, _) => Join::Force,
+            (false, 0) => Join::LookForTwin,
+            (false, _) => Join::Plain,
         };
         while let Some(place) = self.join(join) {
             if join == Join::LookForTwin {
@@ -167,6 +171,7 @@ impl Candidate {
     fn watch_own(&mut self, place: &Place, seen: i64) -> KeyWatch {
         let keys = Watched {
             own: Some(place.key.clone()),
+            stamp: Some(place.stamp),
             ..Watched::default()
         };
         self.watch(keys, seen)
