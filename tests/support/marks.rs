@@ -242,3 +242,57 @@ fn no_overlap(runs: &[Run]) -> Result<(), String> {
     }
     Ok(())
 }
+
+// ---- commands run more than once by one wrapper (RECAMPAIGN) ----
+
+/// The command line of a child that a wrapper may run more than once: each run is the child
+/// `NAME-REVISION`, after the create revision of the key it leads with (every campaign has a new
+/// key), so that the log tells the runs apart and [`Marks::check_no_overlap`] still applies.
+pub fn child_per_run(dir: &Path, name: &str, on_term: OnTerm) -> Vec<OsString> {
+    let run = r#"exec sh -c "$1" sh "$2" "$3-${ETCD_AWAIT_ELECTION_LEADER_REVISION-}" "$4""#;
+    let mode = child(dir, name, on_term)
+        .pop()
+        .expect("a child's last argument is its mode");
+    let args: [OsString; 8] = [
+        "sh".into(),
+        "-c".into(),
+        run.into(),
+        "sh".into(),
+        CHILD.into(),
+        dir.into(),
+        name.into(),
+        mode,
+    ];
+    args.into()
+}
+
+impl Marks {
+    /// The runs of [`child_per_run`] `name` (`NAME-REVISION`), in the order they started.
+    pub fn runs_of(&self, name: &str) -> Vec<String> {
+        let prefix = format!("{name}-");
+        self.0
+            .iter()
+            .filter(|m| m.kind == "start" && m.name.starts_with(&prefix))
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    /// The most children that ran at once (one still running counts until the end of the log).
+    pub fn most_at_once(&self) -> usize {
+        let mut edges: Vec<(Nanos, i32)> = Vec::new();
+        for start in self.0.iter().filter(|m| m.kind == "start") {
+            edges.push((start.at, 1));
+            if let Some(end) = self.end_of(&start.name) {
+                edges.push((end, -1));
+            }
+        }
+        // At one instant an end comes before a start: a handover is not an overlap.
+        edges.sort();
+        let (mut now, mut most) = (0i32, 0i32);
+        for (_, step) in edges {
+            now += step;
+            most = most.max(now);
+        }
+        usize::try_from(most).unwrap_or(0)
+    }
+}
