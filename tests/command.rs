@@ -24,12 +24,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use libc::{SIGHUP, SIGINT, SIGKILL, SIGTERM, SIGUSR1};
-use support::env::{sh, Env, FAST, STEADY};
-use support::marks::{now_ns, secs, Nanos, OnTerm};
+use support::env::{sh, Env, Timings, FAST, STEADY};
+use support::marks::{now_ns, secs, Nanos, OnTerm, Start};
 use support::procs::{
     alive, children_of, group_alive, group_of, send, session_of, state, terminal_foreground_of,
 };
-use support::wrapper::{Scene, SOON};
+use support::wrapper::{Scene, Wrapper, SOON};
 
 // ---- exit codes ----
 
@@ -559,10 +559,18 @@ fn descendant(s: &Scene, tag: &str) -> i32 {
     pid_in(s, &s.dir().join(format!("{tag}.pid")))
 }
 
-/// Asserts that `pid` left the process group of the command `command` (pid) with setsid.
-fn assert_escaped(s: &Scene, pid: i32, command: i32) {
-    assert_eq!(session_of(pid), Some(pid), "{}", s.report());
-    assert_ne!(group_of(pid), group_of(command), "{}", s.report());
+/// Starts the leader `a` (timings `t`) whose command leaves a setsid'd [`DESCENDANT`] `gc`
+/// behind and becomes a marks child reacting to SIGTERM as `on_term`; returns the wrapper, the
+/// command's start and the descendant's pid, once it runs in a session of its own.
+fn leader_with_setsid_descendant(s: &Scene, t: Timings, on_term: OnTerm) -> (Wrapper, Start, i32) {
+    let child = s.child("a", on_term);
+    let command = with_descendant(s, "gc", Descendant::Setsid, ["", ""], child);
+    let a = s.spawn("a", s.env("a", t), command);
+    let start = s.await_start("a", SOON);
+    let gc = descendant(s, "gc");
+    assert_eq!(session_of(gc), Some(gc), "{}", s.report());
+    assert_ne!(group_of(gc), group_of(start.pid), "{}", s.report());
+    (a, start, gc)
 }
 
 /// The shell test a next leader's command runs first: it writes the state of the process in
@@ -578,17 +586,7 @@ echo "$st" > "$0/$1.at-next-start"; shift; exec "$@""#;
 #[test]
 fn a_setsid_descendant_is_dead_before_the_lease_is_revoked_when_the_command_exits() {
     let s = Scene::new();
-    let command = with_descendant(
-        &s,
-        "gc",
-        Descendant::Setsid,
-        ["", ""],
-        s.child("a", OnTerm::Trap),
-    );
-    let mut a = s.spawn("a", s.env("a", STEADY), command);
-    let a_start = s.await_start("a", SOON);
-    let gc = descendant(&s, "gc");
-    assert_escaped(&s, gc, a_start.pid);
+    let (mut a, _, gc) = leader_with_setsid_descendant(&s, STEADY, OnTerm::Trap);
     let b_command = checking_first(&s, "gc", s.child("b", OnTerm::Trap));
     let mut b = s.spawn("b", s.env("b", STEADY), b_command);
     s.await_queued(&b, SOON);
@@ -614,12 +612,7 @@ fn a_setsid_descendant_is_dead_before_the_lease_is_revoked_when_the_command_exit
 fn a_setsid_descendant_that_ignores_sigterm_is_dead_before_the_lease_could_expire() {
     let t = FAST;
     let s = Scene::new();
-    let child = s.child("a", OnTerm::Ignore);
-    let command = with_descendant(&s, "gc", Descendant::Setsid, ["", ""], child);
-    let mut a = s.spawn("a", s.env("a", t), command);
-    let a_start = s.await_start("a", SOON);
-    let gc = descendant(&s, "gc");
-    assert_escaped(&s, gc, a_start.pid);
+    let (mut a, a_start, gc) = leader_with_setsid_descendant(&s, t, OnTerm::Ignore);
 
     // etcd freezes: at the renew deadline SIGTERM (ignored by both), at the kill point SIGKILL,
     // which must reach the descendant outside the group as well.
@@ -639,18 +632,14 @@ fn a_setsid_descendant_that_ignores_sigterm_is_dead_before_the_lease_could_expir
         s.report()
     );
     assert!(s.at("term", "a").is_some(), "{}", s.report());
+    assert!(!alive(a_start.pid), "{}", s.report());
     assert_eq!(a.code(SOON), 75, "{}", s.report());
 }
 
 #[test]
 fn a_setsid_descendant_dies_with_the_command_when_the_key_is_deleted() {
     let s = Scene::new();
-    let child = s.child("a", OnTerm::Ignore);
-    let command = with_descendant(&s, "gc", Descendant::Setsid, ["", ""], child);
-    let mut a = s.spawn("a", s.env("a", STEADY), command);
-    let a_start = s.await_start("a", SOON);
-    let gc = descendant(&s, "gc");
-    assert_escaped(&s, gc, a_start.pid);
+    let (mut a, a_start, gc) = leader_with_setsid_descendant(&s, STEADY, OnTerm::Ignore);
 
     // Another leader may start at once: the whole tree gets SIGKILL at once.
     let deleted = now_ns();
