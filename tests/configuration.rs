@@ -1,6 +1,7 @@
 //! README "Configuration" (and "Usage"): bad values exit 78 with one stderr line naming the
 //! variable and the value before the command starts; usage, `--help` and `--version`; disabled
-//! mode; hints and warnings, which are one line and never stop the command.
+//! mode; hints and warnings, which are one line and never stop the command; and none of these
+//! outputs panics when stdout or stderr is a closed pipe.
 //!
 //! Each case runs the built binary in a [`Scene`] (PATH plus only the variables the case sets)
 //! around the marks child of `tests/support/marks.rs`, told to exit 7 at once: its `start` mark
@@ -13,10 +14,11 @@ mod support;
 use std::ffi::OsString;
 use std::fs;
 use std::net::TcpListener;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -602,4 +604,90 @@ fn disabled_mode_execs_the_command_in_place() {
     // A signal stays a signal: the process that died of it *is* the wrapper.
     let mut w = s.spawn("signal", Env::default(), sh("kill -USR1 $$"));
     assert_eq!(w.wait(SOON).signal(), Some(libc::SIGUSR1));
+}
+
+/// Which of the wrapper's output streams is the write end of a pipe whose read end is closed.
+#[derive(Clone, Copy, Debug)]
+enum Closed {
+    Stdout,
+    Stderr,
+    Both,
+}
+
+/// The write end of a pipe whose read end is closed.
+fn closed_pipe() -> OwnedFd {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new fds into `fds`.
+    let made = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(made, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds were just created and are owned by nothing else.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    writer
+}
+
+/// Runs the binary with `args` and exactly `env` (and PATH), the streams `closed` names writing
+/// into a pipe nobody reads (its read end closed: every write fails with EPIPE), the others to
+/// /dev/null; returns how it ended.
+fn run_with_closed(env: &Env, args: &[&str], closed: Closed) -> std::process::ExitStatus {
+    let writer = closed_pipe();
+    let broken = || Stdio::from(writer.try_clone().expect("dup the pipe"));
+    let (stdout, stderr) = match closed {
+        Closed::Stdout => (broken(), Stdio::null()),
+        Closed::Stderr => (Stdio::null(), broken()),
+        Closed::Both => (broken(), broken()),
+    };
+    let mut child = Command::new(support::bin())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.vars().iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn etcd-await-election");
+    let deadline = Instant::now() + SOON;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} with {closed:?} closed did not exit within {SOON:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn help_version_usage_and_configuration_errors_keep_their_exit_codes_on_a_closed_pipe() {
+    let bad_config = election(&[("LEASE_DURATION", "abc")]);
+    let cases: [(&str, Env, &[&str], i32); 6] = [
+        ("--help", Env::default(), &["--help"], 0),
+        ("--version", Env::default(), &["--version"], 0),
+        ("no command", Env::default(), &[], 64),
+        ("an empty command", Env::default(), &[""], 64),
+        (
+            "an unknown option",
+            Env::default(),
+            &["leader", "--bogus"],
+            64,
+        ),
+        ("LEASE_DURATION=abc", bad_config, &["true"], 78),
+    ];
+    let mut failures = Vec::new();
+    for (what, env, args, expected) in &cases {
+        for closed in [Closed::Stdout, Closed::Stderr, Closed::Both] {
+            let status = run_with_closed(env, args, closed);
+            // A panic under `panic = "abort"` is SIGABRT; SIGPIPE would be a death as well.
+            if status.code() != Some(*expected) {
+                failures.push(format!(
+                    "{what} with {closed:?} closed: {status}, expected exit {expected}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1,5 +1,6 @@
-//! Processes by pid: signals, and whether a process or a process group still runs, read from
-//! `/proc`. Rule: a zombie counts as gone (it runs nothing).
+//! Processes by pid: signals, and what `/proc` says of them (whether a process or a process group
+//! still runs, its state, group, session, terminal foreground and children). Rule: a zombie
+//! counts as gone (it runs nothing).
 #![allow(dead_code)]
 
 use std::fs;
@@ -39,4 +40,51 @@ fn stat_fields(path: &str) -> Option<Vec<String>> {
 
 fn is_dead(fields: &[String]) -> bool {
     matches!(fields.first().map(String::as_str), None | Some("Z" | "X"))
+}
+
+/// The state letter of `pid` (`R`, `S`, `T` stopped, `Z`, …), if it exists.
+pub fn state(pid: i32) -> Option<char> {
+    stat_fields(&format!("/proc/{pid}/stat"))?
+        .first()?
+        .chars()
+        .next()
+}
+
+/// The process group of `pid`, if it exists.
+pub fn group_of(pid: i32) -> Option<i32> {
+    stat_field(pid, 2)
+}
+
+/// The session of `pid`, if it exists.
+pub fn session_of(pid: i32) -> Option<i32> {
+    stat_field(pid, 3)
+}
+
+/// The foreground process group of `pid`'s controlling terminal (`tpgid`; -1 without one).
+pub fn terminal_foreground_of(pid: i32) -> Option<i32> {
+    stat_field(pid, 5)
+}
+
+/// The children of `pid` (of every thread of it).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// Field `index` (0: state) after `(comm)` of `pid`'s stat, as a number.
+fn stat_field(pid: i32, index: usize) -> Option<i32> {
+    stat_fields(&format!("/proc/{pid}/stat"))?
+        .get(index)?
+        .parse()
+        .ok()
 }

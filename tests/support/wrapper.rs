@@ -211,37 +211,7 @@ impl Scene {
 
     /// Spawns the wrapper `name` with PATH plus `env` only, and `args` as its arguments.
     pub fn spawn(&self, name: &str, env: Env, args: Vec<OsString>) -> Wrapper {
-        let stdout = self.dir.join(format!("{name}.stdout"));
-        let stderr = self.dir.join(format!("{name}.stderr"));
-        let path =
-            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-        let status_port = env
-            .get("STATUS_ENDPOINT")
-            .and_then(|v| v.to_str()?.strip_prefix("127.0.0.1:")?.parse().ok());
-        let child = Command::new(bin())
-            .args(&args)
-            .env_clear()
-            .env("PATH", path)
-            .envs(env.vars().iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout).expect("create the stdout file"))
-            .stderr(fs::File::create(&stderr).expect("create the stderr file"))
-            .process_group(0)
-            .spawn()
-            .expect("spawn etcd-await-election");
-        self.spawned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((name.to_string(), stderr.clone()));
-        Wrapper {
-            name: name.to_string(),
-            child,
-            stdout,
-            stderr,
-            status: None,
-            exited_at: None,
-            status_port,
-        }
+        self.spawn_under(name, env, &[], args)
     }
 
     /// The candidate `name` (also its identity) running a [`OnTerm::Trap`] child of that name.
@@ -408,5 +378,55 @@ impl Drop for Scene {
             }
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Scene {
+    /// As [`Scene::spawn`], but the wrapper is started by `launcher` (a program and its
+    /// arguments, e.g. `strace …`), which is given the wrapper's path and `args`; the [`Wrapper`]
+    /// is then the launcher's process. An empty `launcher` starts the wrapper itself.
+    pub fn spawn_under(
+        &self,
+        name: &str,
+        env: Env,
+        launcher: &[OsString],
+        args: Vec<OsString>,
+    ) -> Wrapper {
+        let stdout = self.dir.join(format!("{name}.stdout"));
+        let stderr = self.dir.join(format!("{name}.stderr"));
+        let path =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        let status_port = env
+            .get("STATUS_ENDPOINT")
+            .and_then(|v| v.to_str()?.strip_prefix("127.0.0.1:")?.parse().ok());
+        let (program, before) = match launcher.split_first() {
+            Some((program, rest)) => (program.clone(), [rest, &[bin().into()]].concat()),
+            None => (bin().into(), Vec::new()),
+        };
+        let child = Command::new(program)
+            .args(&before)
+            .args(&args)
+            .env_clear()
+            .env("PATH", path)
+            .envs(env.vars().iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout).expect("create the stdout file"))
+            .stderr(fs::File::create(&stderr).expect("create the stderr file"))
+            .process_group(0)
+            .spawn()
+            .expect("spawn etcd-await-election");
+        self.spawned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.to_string(), stderr.clone()));
+        Wrapper {
+            name: name.to_string(),
+            child,
+            stdout,
+            stderr,
+            status: None,
+            exited_at: None,
+            status_port,
+        }
     }
 }
