@@ -40,3 +40,17 @@ fn stat_fields(path: &str) -> Option<Vec<String>> {
 fn is_dead(fields: &[String]) -> bool {
     matches!(fields.first().map(String::as_str), None | Some("Z" | "X"))
 }
+
+/// The process group of `pid`, while it runs (a command's group is its guardian's, not its own).
+pub fn pgid_of(pid: i32) -> Option<i32> {
+    let fields = stat_fields(&format!("/proc/{pid}/stat"))?;
+    fields.get(2)?.parse().ok()
+}
+
+/// The state letter of `pid` (`R`, `S`, `D`, `T` stopped, `Z`, …), while it exists.
+pub fn state_of(pid: i32) -> Option<char> {
+    stat_fields(&format!("/proc/{pid}/stat"))?
+        .first()?
+        .chars()
+        .next()
+}
