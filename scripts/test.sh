@@ -16,8 +16,9 @@ source scripts/lib.sh
 
 section "Install test dependencies"
 # etcd-server/etcd-client: /usr/bin/etcd and /usr/bin/etcdctl for the real-etcd tests;
-# openssl: test certificates; procps: pgrep; musl-tools + busybox-static: static build checks.
-ensure_packages etcd-server etcd-client openssl procps musl-tools busybox-static
+# openssl: test certificates; procps: pgrep; musl-tools + busybox-static: static build checks;
+# strace: holds the command's spawn open in tests/command.rs (a signal in that window).
+ensure_packages etcd-server etcd-client openssl procps musl-tools busybox-static strace
 
 if ! rustup component list --installed | grep -q '^rustfmt'; then rustup component add rustfmt; fi
 if ! rustup component list --installed | grep -q '^clippy'; then rustup component add clippy; fi

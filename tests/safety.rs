@@ -1,7 +1,10 @@
 //! README "The renew deadline (safety)", against every etcd fault: etcd frozen, killed and
 //! restarted, a cluster losing a member and its quorum, a leader partitioned from etcd by a proxy
 //! (`tests/support/proxy.rs`) — wholly, only its watches, or only its keepalives —, a compacted
-//! watch revision, and a leader's key deleted, also while its command is being stopped.
+//! watch revision, and a leader's key deleted, also while its command is being stopped, while the
+//! leader's watch is silently dead, or while neither its watch nor its reads get through. And
+//! against faults of the leader itself: its stderr a full pipe nobody drains, its wrapper stopped
+//! (SIGSTOP) while its command runs on (the guardian's dead-man switch).
 //!
 //! What is asserted is what happened to the commands (their marks in the scene's log, their
 //! process groups), the keys under the lock and the wrappers' exit codes; timings appear only as
@@ -24,12 +27,13 @@ use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use etcd_await_election::etcd::{Client, ClientConfig};
-use support::env::{Timings, FAST, ROOMY, STEADY};
+use libc::{SIGCONT, SIGSTOP};
+use support::env::{sh, Timings, FAST, ROOMY, STEADY};
 use support::marks::{now_ns, secs, Nanos, OnTerm};
-use support::procs::{alive, group_alive};
+use support::procs::{alive, group_alive, group_of, state};
 use support::proxy::Proxy;
-use support::wrapper::{Scene, Wrapper, SOON};
-use support::Cluster;
+use support::wrapper::{Scene, StalledPipe, Wrapper, SOON};
+use support::{Cluster, Kv};
 
 /// How long an instance may take to lead an election nobody else holds (etcd is up).
 const LEAD: Duration = Duration::from_secs(10);
@@ -143,51 +147,110 @@ fn etcd_frozen_past_the_renew_deadline_stops_the_leader_before_its_lease_can_exp
     let mut b = s.candidate("b", t);
     s.await_queued(&b, LEAD);
 
-    // Every renewal acknowledged so far was sent before this moment.
-    let before_freeze = now_ns();
-    s.etcd().freeze();
-    // Taken once etcd is stopped: any renewal etcd acknowledged before the resume was sent
-    // before this moment.
-    let frozen_at = now_ns();
-    let end = s.await_end("a", t.lease() + SLACK);
-    assert!(
-        end < before_freeze + t.lease_ns(),
-        "child ended {} after the freeze, not before LEASE_DURATION\n{}",
-        secs(end - frozen_at),
-        s.report()
-    );
+    let frozen_at = etcd_frozen_past_the_renew_deadline(&s, &mut a, &mut b, t);
+    // The child took its SIGTERM and ended by itself, before the SIGKILL would have come.
+    let end = s.end_of("a").expect("a's child ended by itself");
     assert!(
         end < frozen_at + t.kill_after_ns(),
         "child ended {} after the freeze, later than (RENEW_DEADLINE + LEASE_DURATION) / 2\n{}",
         secs(end - frozen_at),
         s.report()
     );
-    assert!(
-        s.at("term", "a").is_some(),
-        "not stopped gracefully\n{}",
-        s.report()
-    );
-    assert_eq!(a.code(Duration::from_secs(5)), 75, "{}", s.report());
-    s.await_group_dead("a", Duration::from_secs(2));
+    s.assert_no_overlap();
     assert!(
         a.stderr().contains("renew deadline passed"),
         "{}",
         s.report()
     );
+}
+
+#[test]
+fn a_leader_whose_stderr_is_blocked_still_stops_its_child_at_the_renew_deadline() {
+    // Issue 10, item 1: a's stderr is a pipe nobody drains (a stalled log collector), and its
+    // command floods the same pipe: every log line a writes from now on would block. Its command
+    // ignores SIGTERM, so only the SIGKILL at the kill point stops it. (The marks child itself
+    // writes its stderr elsewhere: sh reports a signalled `sleep` there, and blocked on the full
+    // pipe it could not mark its SIGTERM.)
+    let t = Timings {
+        lease_s: 4,
+        renew_ms: 2000,
+        retry_ms: 500,
+    };
+    let s = Scene::new();
+    let mut stderr = StalledPipe::new();
+    let writer = stderr.writer();
+    let mut command = sh(r#"(while :; do echo flood; done) >&2 & exec "$@" 2>/dev/null"#);
+    command.push("sh".into());
+    command.extend(s.child("a", OnTerm::Ignore));
+    let mut a = s.spawn_with("a", s.env("a", t), command, |c| {
+        c.stderr(writer);
+    });
+    s.await_start("a", LEAD);
+    let filled = stderr.fill();
+    assert!(
+        stderr.is_full(),
+        "the pipe still takes bytes after {filled}"
+    );
+    let mut b = s.candidate("b", t);
+    s.await_queued(&b, LEAD);
+
+    etcd_frozen_past_the_renew_deadline(&s, &mut a, &mut b, t);
+    assert!(stderr.is_full(), "somebody drained a's stderr");
+}
+
+/// Freezes etcd while `a` leads and `b` waits, and asserts the renew deadline's promise: `a`'s
+/// child gets SIGTERM before the kill point, its whole process group is dead before its lease
+/// could expire, `a` exits 75, and `b` leads only once etcd is back and after that death.
+/// Returns when etcd was frozen.
+fn etcd_frozen_past_the_renew_deadline(
+    s: &Scene,
+    a: &mut Wrapper,
+    b: &mut Wrapper,
+    t: Timings,
+) -> Nanos {
+    let group = group_of(s.start_of("a").expect("a started").pid).expect("a's child runs");
+    // Every renewal acknowledged so far was sent before this moment.
+    let before_freeze = now_ns();
+    s.etcd().freeze();
+    // Taken once etcd is stopped: any renewal etcd acknowledged before the resume was sent
+    // before this moment.
+    let frozen_at = now_ns();
+    s.wait("a's child's process group gone", t.lease() + SLACK, || {
+        !group_alive(group)
+    });
+    let gone = now_ns();
+    assert!(
+        gone < before_freeze + t.lease_ns(),
+        "a's child's process group was still alive {} after the freeze, not dead before \
+         LEASE_DURATION\n{}",
+        secs(gone - frozen_at),
+        s.report()
+    );
+    let term = s.at("term", "a");
+    assert!(
+        term.is_some_and(|at| at < frozen_at + t.kill_after_ns()),
+        "no SIGTERM before (RENEW_DEADLINE + LEASE_DURATION) / 2: {:?} after the freeze\n{}",
+        term.map(|at| secs(at - frozen_at)),
+        s.report()
+    );
+    assert_eq!(a.code(Duration::from_secs(5)), 75, "{}", s.report());
     assert!(s.start_of("b").is_none(), "{}", s.report());
 
     s.etcd().resume();
     let start = s.await_start("b", t.lease() + LEAD).at;
     eprintln!(
-        "after the freeze: a's child ended at +{}, a exited at +{}, b started at +{}",
-        secs(end - frozen_at),
+        "after the freeze: a's child got SIGTERM at +{}, was dead by +{}, a exited at +{}, b \
+         started at +{}",
+        secs(term.unwrap_or_default() - frozen_at),
+        secs(gone - frozen_at),
         secs(a.exited_at().expect("exited") - frozen_at),
         secs(start - frozen_at)
     );
-    s.assert_no_overlap();
+    assert!(start > gone, "b started beside a's child\n{}", s.report());
     s.wait("only b holds a key", SLACK, || s.identities() == ["b"]);
     s.stop("b", 0);
     assert_eq!(b.code(LEAD), 0, "{}", s.report());
+    frozen_at
 }
 
 // ---- etcd killed ----
@@ -508,4 +571,213 @@ fn a_key_deleted_while_the_child_is_stopped_gracefully_gets_it_killed_at_once() 
     );
     assert_eq!(a.code(Duration::from_secs(5)), 75, "{}", s.report());
     proxy.close_all();
+}
+
+// ---- a preempted leader cut off from news of its key ----
+
+/// `a` leads through a proxy (returned), its own-key watch registered; `b` queues on etcd directly.
+/// Returns the proxy, both wrappers, `a`'s key and its child's process group.
+fn proxied_leader_and_waiter(s: &Scene, t: Timings) -> (Proxy, Wrapper, Wrapper, Kv, i32) {
+    let proxy = Proxy::start(&s.etcd().endpoint_hostport());
+    let a = via(s, "a", &proxy.url(), t);
+    let pid = s.await_start("a", LEAD).pid;
+    s.wait("a's watch of its key created", LEAD, || {
+        proxy.connections_with(b"\"created\":true") >= 1
+    });
+    let group = group_of(pid).expect("a's child runs");
+    let b = s.candidate("b", t);
+    s.await_queued(&b, LEAD);
+    let key = s
+        .keys()
+        .into_iter()
+        .find(|kv| kv.value == "a")
+        .expect("a's key");
+    (proxy, a, b, key, group)
+}
+
+/// Deletes `key` as an operator would (another instance's FORCE_ACQUIRE does the same); returns
+/// when the deletion was asked for (before etcd applied it).
+fn delete(s: &Scene, key: &Kv) -> Nanos {
+    let asked = now_ns();
+    let deleted = s.etcd().etcdctl_ok(&["del", &key.key]);
+    assert_eq!(deleted.trim(), "1", "{}", s.report());
+    asked
+}
+
+#[test]
+fn a_preempted_leader_whose_watch_died_silently_stops_within_an_interval_and_a_request_budget() {
+    // Issue 10, item 4: only a's watch flow is dead (a NAT dropped it): its watch connections,
+    // open or new, carry nothing; its keepalives and reads pass.
+    let t = FAST;
+    let s = Scene::new();
+    let (proxy, mut a, mut b, key, group) = proxied_leader_and_waiter(&s, t);
+    proxy.hold_matching(b"/v3/watch");
+
+    let deleted_at = delete(&s, &key);
+    // The leader re-reads its key every keepalive interval (500 ms); the read takes at most one
+    // request budget (1 s). One second of slack on top.
+    let bound = Duration::from_millis(t.retry_ms + 1000 + 1000);
+    s.wait("a's child's process group gone", bound + SLACK, || {
+        !group_alive(group)
+    });
+    let dead_at = now_ns();
+    let b_start = s.await_start("b", SOON).at;
+    eprintln!(
+        "after the deletion: a's child dead by +{}, b started at +{}",
+        secs(dead_at - deleted_at),
+        secs(b_start - deleted_at)
+    );
+    assert!(
+        dead_at - deleted_at < bound.as_nanos() as Nanos,
+        "a's child ran on {} after its key was deleted, over one keepalive interval plus one \
+         request budget (+1 s)\n{}",
+        secs(dead_at - deleted_at),
+        s.report()
+    );
+    // The key is gone: SIGKILL at once, no graceful stop.
+    assert!(s.at("term", "a").is_none(), "{}", s.report());
+    assert_eq!(a.code(SOON), 75, "{}", s.report());
+    s.stop("b", 0);
+    assert_eq!(b.code(SOON), 0, "{}", s.report());
+    proxy.close_all();
+}
+
+#[test]
+fn a_preempted_leader_that_can_neither_watch_nor_read_its_key_stops_by_the_renew_deadline() {
+    // Review F3: a's watches and its reads of its key hang (as without read permission on the
+    // prefix), its keepalives pass, so its lease lives on. Its freshness is that of its last
+    // confirmed read: by RENEW_DEADLINE after it the command is stopped.
+    let t = Timings {
+        lease_s: 6,
+        renew_ms: 3000,
+        retry_ms: 500,
+    };
+    let s = Scene::new();
+    let (proxy, mut a, mut b, key, group) = proxied_leader_and_waiter(&s, t);
+    let client = Client::new(ClientConfig::new(vec![s.url()])).expect("client");
+    proxy.hold_matching(b"/v3/watch");
+    proxy.hold_matching(b"/v3/kv/range");
+    // Every read of a's answered from now on was sent before this moment.
+    let held_at = now_ns();
+    delete(&s, &key);
+
+    // While waiting, sample a's lease: a TTL of LEASE_DURATION - 1 s or more 1.5 s after the hold
+    // proves a keepalive reached etcd after it (the premise: keepalives pass).
+    let mut renewed_after_hold = false;
+    s.wait("a's child's process group gone", t.lease() + SLACK, || {
+        let ttl = client.lease_time_to_live(key.lease).map_or(-1, |l| l.ttl);
+        if now_ns() - held_at > 1_500_000_000 && ttl >= t.lease_s as i64 - 1 {
+            renewed_after_hold = true;
+        }
+        !group_alive(group)
+    });
+    let dead_at = now_ns();
+    eprintln!(
+        "after the hold: a's child got SIGTERM at +{}, was dead by +{}",
+        s.at("term", "a")
+            .map_or("-".into(), |at| secs(at - held_at)),
+        secs(dead_at - held_at)
+    );
+    assert!(
+        renewed_after_hold,
+        "a's keepalives did not pass (test broken)\n{}",
+        s.report()
+    );
+    let term = s.at("term", "a");
+    assert!(
+        term.is_some_and(|at| at - held_at < t.kill_after_ns()),
+        "a's child got no SIGTERM before the kill point: {:?} after the hold\n{}",
+        term.map(|at| secs(at - held_at)),
+        s.report()
+    );
+    assert!(
+        dead_at - held_at < t.lease_ns(),
+        "a's child was still alive {} after a last read its key, a LEASE_DURATION\n{}",
+        secs(dead_at - held_at),
+        s.report()
+    );
+    assert_eq!(a.code(SOON), 75, "{}", s.report());
+    assert!(
+        a.stderr().contains("cannot confirm our key"),
+        "{}",
+        s.report()
+    );
+    s.await_start("b", SOON);
+    s.stop("b", 0);
+    assert_eq!(b.code(SOON), 0, "{}", s.report());
+    proxy.close_all();
+}
+
+// ---- a stopped wrapper ----
+
+#[test]
+fn a_stopped_leaders_child_is_killed_by_its_guardian_at_the_kill_point() {
+    // Review F4: only the leader's wrapper stalls (SIGSTOP stands in for a debugger, a D-state
+    // hang); its command runs on, and nothing the wrapper does can stop it. The guardian is a
+    // dead-man switch: it SIGKILLs the command's group at the kill point, (RENEW_DEADLINE +
+    // LEASE_DURATION) / 2 = 3.5 s after the last renewal.
+    let t = Timings {
+        lease_s: 5,
+        renew_ms: 2000,
+        retry_ms: 500,
+    };
+    let s = Scene::new();
+    let mut a = s.candidate("a", t);
+    let pid = s.await_start("a", LEAD).pid;
+    let guardian = group_of(pid).expect("a's child runs");
+    assert_ne!(guardian, a.pid(), "a's child is not in a group of its own");
+    let mut b = s.candidate("b", t);
+    s.await_queued(&b, LEAD);
+
+    a.signal(SIGSTOP);
+    // Every renewal of a's was sent before this moment; the last one at most one keepalive
+    // interval (500 ms) before it, so a's lease lives until LEASE_DURATION - 500 ms after it.
+    let stopped_at = now_ns();
+    let lease_lives_until = stopped_at + t.lease_ns() - Nanos::from(t.retry_ms) * 1_000_000;
+    s.wait("a's wrapper stopped", SOON, || state(a.pid()) == Some('T'));
+    s.wait("a's child's process group gone", t.lease() + SLACK, || {
+        !group_alive(guardian)
+    });
+    let dead_at = now_ns();
+    let wrapper_state = state(a.pid());
+    eprintln!(
+        "after the SIGSTOP: a's child dead by +{} (kill point +{})",
+        secs(dead_at - stopped_at),
+        secs(t.kill_after_ns())
+    );
+    assert_eq!(
+        wrapper_state,
+        Some('T'),
+        "a's wrapper ran again before its child died\n{}",
+        s.report()
+    );
+    assert!(
+        !alive(pid) && s.at("term", "a").is_none() && s.end_of("a").is_none(),
+        "a's child was not SIGKILLed\n{}",
+        s.report()
+    );
+    assert!(
+        dead_at < lease_lives_until,
+        "a's child was still alive {} after a's wrapper stopped, when its lease could expire\n{}",
+        secs(dead_at - stopped_at),
+        s.report()
+    );
+    assert!(
+        s.start_of("b").is_none(),
+        "b led before a's child died\n{}",
+        s.report()
+    );
+
+    // a's lease expires (nobody renews it), b leads.
+    let b_start = s.await_start("b", t.lease() + LEAD).at;
+    eprintln!("b started at +{}", secs(b_start - stopped_at));
+    assert!(b_start > dead_at, "{}", s.report());
+
+    // a resumes: it finds its child dead and its deadline long passed, and leaves nothing behind.
+    a.signal(SIGCONT);
+    assert_eq!(a.code(SOON), 75, "{}", s.report());
+    assert!(!alive(guardian) && !group_alive(guardian), "{}", s.report());
+    s.wait("only b holds a key", SLACK, || s.identities() == ["b"]);
+    s.stop("b", 0);
+    assert_eq!(b.code(SOON), 0, "{}", s.report());
 }

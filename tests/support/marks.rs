@@ -6,6 +6,7 @@
 //!
 //! - `start NAME NANOS PID KEY REVISION LEASE_ID` (the election variables it was given, empty in
 //!   disabled mode),
+//! - `group NAME NANOS PGID` right after: its process group (the guardian's, not its own pid),
 //! - `term NAME NANOS` when SIGTERM arrives (modes [`OnTerm::Trap`] and [`OnTerm::Ignore`]),
 //!   `hup NAME NANOS` and `usr1 NAME NANOS` for SIGHUP and SIGUSR1 ([`OnTerm::Trap`] only),
 //! - `end NAME NANOS` when it exits by itself: the code written to `DIR/NAME.stop` appeared, or
@@ -29,6 +30,7 @@ const CHILD: &str = r#"d=$1 n=$2
 now() { date +%s%N; }
 echo $$ > "$d/$n.pid"
 echo "start $n $(now) $$ ${ETCD_AWAIT_ELECTION_LEADER_KEY-} ${ETCD_AWAIT_ELECTION_LEADER_REVISION-} ${ETCD_AWAIT_ELECTION_LEADER_LEASE_ID-}" >> "$d/log"
+read -r _ _ _ _ pg _ < /proc/$$/stat && echo "group $n $(now) $pg" >> "$d/log"
 case "$3" in
 trap)
   trap 'echo "term $n $(now)" >> "$d/log"; echo "end $n $(now)" >> "$d/log"; exit 0' TERM
@@ -172,6 +174,15 @@ impl Marks {
             revision: word(2).parse().unwrap_or(0),
             lease_hex: word(3),
         })
+    }
+
+    /// The process group the first run of `name` started in.
+    pub fn group_of(&self, name: &str) -> Option<i32> {
+        let mark = self
+            .0
+            .iter()
+            .find(|m| m.kind == "group" && m.name == name)?;
+        mark.rest.first()?.parse().ok()
     }
 
     /// The first end of `name`.

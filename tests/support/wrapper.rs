@@ -6,6 +6,7 @@
 //! children of [`super::marks`], which mark their start and end in the scene's log. Tests
 //! synchronise by polling ([`Scene::wait`]: the log, etcd, a wrapper's stderr) with deadlines, and
 //! every failure message carries [`Scene::report`]: the log, the keys and every wrapper's stderr.
+//! [`Scene::spawn_with`] changes the command further (another stderr: a [`StalledPipe`]).
 //!
 //! Rule: whatever a test starts dies with it. A [`Wrapper`] still running is SIGKILLed on drop;
 //! the scene then kills what its children left (their process groups, found by pid file) and
@@ -211,7 +212,18 @@ impl Scene {
 
     /// Spawns the wrapper `name` with PATH plus `env` only, and `args` as its arguments.
     pub fn spawn(&self, name: &str, env: Env, args: Vec<OsString>) -> Wrapper {
-        self.spawn_under(name, env, &[], args)
+        self.launch(name, env, &[], args, |_| {})
+    }
+
+    /// [`Scene::spawn`], with `configure` applied to the command last (another stderr, say).
+    pub fn spawn_with(
+        &self,
+        name: &str,
+        env: Env,
+        args: Vec<OsString>,
+        configure: impl FnOnce(&mut Command),
+    ) -> Wrapper {
+        self.launch(name, env, &[], args, configure)
     }
 
     /// The candidate `name` (also its identity) running a [`OnTerm::Trap`] child of that name.
@@ -271,7 +283,10 @@ impl Scene {
 
     /// Waits until nothing of the child `name`'s process group runs any more.
     pub fn await_group_dead(&self, name: &str, timeout: Duration) {
-        let pgid = self.start_of(name).expect("the child started").pid;
+        let marks = self.marks();
+        let pgid = marks
+            .group_of(name)
+            .expect("the child recorded its process group");
         self.wait(
             &format!("process group {pgid} of {name} gone"),
             timeout,
@@ -373,7 +388,10 @@ impl Drop for Scene {
             };
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if pid > 1 && String::from_utf8_lossy(&cmdline).contains(&needle) {
-                send(-pid, libc::SIGKILL);
+                // Its group is its guardian's, not its pid.
+                if let Some(group) = crate::support::procs::group_of(pid).filter(|&g| g > 1) {
+                    send(-group, libc::SIGKILL);
+                }
                 send(pid, libc::SIGKILL);
             }
         }
@@ -392,6 +410,19 @@ impl Scene {
         launcher: &[OsString],
         args: Vec<OsString>,
     ) -> Wrapper {
+        self.launch(name, env, launcher, args, |_| {})
+    }
+
+    /// The one way wrappers are started: by `launcher` (see [`Scene::spawn_under`]), with
+    /// `configure` applied to the command last.
+    fn launch(
+        &self,
+        name: &str,
+        env: Env,
+        launcher: &[OsString],
+        args: Vec<OsString>,
+        configure: impl FnOnce(&mut Command),
+    ) -> Wrapper {
         let stdout = self.dir.join(format!("{name}.stdout"));
         let stderr = self.dir.join(format!("{name}.stderr"));
         let path =
@@ -403,7 +434,8 @@ impl Scene {
             Some((program, rest)) => (program.clone(), [rest, &[bin().into()]].concat()),
             None => (bin().into(), Vec::new()),
         };
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .args(&before)
             .args(&args)
             .env_clear()
@@ -412,9 +444,9 @@ impl Scene {
             .stdin(Stdio::null())
             .stdout(fs::File::create(&stdout).expect("create the stdout file"))
             .stderr(fs::File::create(&stderr).expect("create the stderr file"))
-            .process_group(0)
-            .spawn()
-            .expect("spawn etcd-await-election");
+            .process_group(0);
+        configure(&mut command);
+        let child = command.spawn().expect("spawn etcd-await-election");
         self.spawned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -427,6 +459,77 @@ impl Scene {
             status: None,
             exited_at: None,
             status_port,
+        }
+    }
+}
+
+// ---- a stderr nobody reads ----
+
+/// A pipe for a wrapper's stderr that nobody drains, as a stalled log collector: the test holds
+/// the read end and never reads it, so once [`StalledPipe::fill`]ed every blocking write to it
+/// blocks. The wrapper's stderr file stays empty, so its log is not in [`Scene::report`].
+/// Dropping it closes both ends (a writer blocked on it then fails with EPIPE).
+pub struct StalledPipe {
+    /// Held, never read: the pipe stays open and full.
+    _read: std::os::fd::OwnedFd,
+    /// The write end, blocking, for the wrapper (taken by [`StalledPipe::writer`]).
+    write: Option<std::os::fd::OwnedFd>,
+    /// The same pipe opened again, non-blocking: a file description of its own, so that its
+    /// O_NONBLOCK never reaches the wrapper's stderr.
+    filler: fs::File,
+}
+
+impl StalledPipe {
+    pub fn new() -> StalledPipe {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two new file descriptors into `fds`.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just created and belong to nothing else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let filler = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(format!("/proc/self/fd/{}", write.as_raw_fd()))
+            .expect("open the pipe again through /proc");
+        StalledPipe {
+            _read: read,
+            write: Some(write),
+            filler,
+        }
+    }
+
+    /// The blocking write end, for `Command::stderr`; panics when taken twice.
+    pub fn writer(&mut self) -> Stdio {
+        Stdio::from(self.write.take().expect("the write end was taken already"))
+    }
+
+    /// Writes until the pipe is full (64 KiB on Linux); returns the bytes this call wrote.
+    pub fn fill(&mut self) -> usize {
+        use std::io::Write;
+        let mut written = 0;
+        // Whole pages first, then bytes: a write of up to PIPE_BUF needs room for all of it.
+        for chunk in [vec![b'x'; 4096], vec![b'x']] {
+            loop {
+                match self.filler.write(&chunk) {
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("fill the stalled pipe: {e}"),
+                }
+            }
+        }
+        written
+    }
+
+    /// Whether not even one more byte fits (a byte that fits is written).
+    pub fn is_full(&mut self) -> bool {
+        use std::io::Write;
+        match self.filler.write(b"x") {
+            Ok(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(e) => panic!("probe the stalled pipe: {e}"),
         }
     }
 }
