@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use etcd_await_election::etcd::{
     code, Cancel, Client, ClientConfig, Compare, CompareResult, Credentials, Error, EventKind,
-    NamedPath, Op, OpResponse, RangeRequest, SortOrder, SortTarget, TlsFiles, TxnRequest, Watch,
-    WatchEvent, WatchMessage, WatchRequest,
+    NamedPath, Op, OpResponse, RangeRequest, SortOrder, SortTarget, TlsFiles, TlsProblem,
+    TxnRequest, Watch, WatchEvent, WatchMessage, WatchRequest,
 };
 use support::{wait_until, Cluster, Etcd};
 
@@ -517,6 +517,39 @@ fn txn_runs_put_range_and_delete_ops_in_order() {
         .expect("range")
         .kvs
         .is_empty());
+}
+
+/// A request larger than the HTTP agent's 128 KiB output buffer (ureq's default) goes out as it
+/// is: puts and a transaction of values up to etcd's 1.5 MiB request limit read back byte for
+/// byte. The election's own requests are small; the client's API takes any value.
+#[test]
+fn requests_larger_than_the_output_buffer_arrive_intact() {
+    let etcd = Etcd::start();
+    let client = client_of(&etcd);
+    for size in [100 * 1024, 128 * 1024, 256 * 1024, 1024 * 1024] {
+        let value: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let key = format!("big-{size}");
+        if let Err(error) = client.put(key.as_bytes(), &value, 0) {
+            panic!("put of a {size}-byte value: {error}");
+        }
+        assert!(value_of(&client, &key) == Some(value.clone()), "{size}");
+        let txn = TxnRequest {
+            compare: vec![],
+            success: vec![Op::Put {
+                key: format!("txn-{size}").into_bytes(),
+                value: value.clone(),
+                lease: 0,
+            }],
+            failure: vec![],
+        };
+        if let Err(error) = client.txn(&txn) {
+            panic!("txn of a {size}-byte value: {error}");
+        }
+        assert!(
+            value_of(&client, &format!("txn-{size}")) == Some(value),
+            "{size}"
+        );
+    }
 }
 
 // ---- watch ----
@@ -1025,6 +1058,68 @@ fn ca_only_tls_works_and_a_wrong_ca_is_a_certificate_error() {
         .err()
         .expect("watch with the wrong CA");
     assert!(error.to_string().contains("UnknownIssuer"), "{error}");
+}
+
+/// The four permanent TLS mistakes a user makes at start are each told apart (the binary exits 69
+/// on them, see tests/robustness.rs) with a hint naming the setting to fix, and the endpoint.
+#[test]
+fn tls_mistakes_are_told_apart_with_a_hint_naming_the_setting() {
+    let ca_only = Etcd::start_tls(false);
+    let mutual = Etcd::start_tls(true);
+    let plain = Etcd::start();
+    let ours = mutual.tls_files().expect("tls files").clone();
+    let theirs = support::generate_tls(&mutual.dir().join("other-pki"));
+    let https_to_plain = plain.client_url().replace("http://", "https://");
+    let cases = [
+        (
+            "a CA that did not sign etcd's certificate",
+            ca_only.client_url(),
+            tls(&ours.wrong_ca, None),
+            TlsProblem::UntrustedServer,
+            vec![CACERT],
+        ),
+        (
+            "a client certificate from another CA",
+            mutual.client_url(),
+            tls(&ours.ca, Some((&theirs.cert, &theirs.key_pkcs8))),
+            TlsProblem::ClientRefused,
+            vec![CERT, KEY],
+        ),
+        (
+            "https:// to a plain-HTTP etcd",
+            https_to_plain.clone(),
+            tls(&ours.ca, None),
+            TlsProblem::NotTls,
+            vec!["use http://"],
+        ),
+    ];
+    for (case, endpoint, files, problem, named) in cases {
+        let mut config = config(std::slice::from_ref(&endpoint));
+        config.tls = Some(files);
+        let client = connect(config);
+        let error = client.put(b"k", b"v", 0).expect_err(case);
+        assert_eq!(
+            error.tls_problems(),
+            Some(vec![problem]),
+            "{case}: {error:?}"
+        );
+        assert!(error.is_endpoint_failure(), "{case}: {error:?}");
+        let text = error.to_string();
+        assert!(text.contains(&endpoint), "{case}: {text}");
+        for name in named {
+            assert!(text.contains(name), "{case}: no {name:?} in {text}");
+        }
+    }
+    // No client certificate where one is required: refused, though no variable names one.
+    let client = tls_client(&mutual, tls(&ours.ca, None));
+    let error = client
+        .put(b"k", b"v", 0)
+        .expect_err("no client certificate");
+    assert_eq!(
+        error.tls_problems(),
+        Some(vec![TlsProblem::ClientRefused]),
+        "{error:?}"
+    );
 }
 
 #[test]

@@ -32,6 +32,8 @@ pub enum Answer {
     Stream(Vec<Vec<u8>>),
     /// 200 with the body listed for the request's path (`/v3/kv/txn`), `{}` for other paths.
     ByPath(Vec<(&'static str, &'static str)>),
+    /// Whatever the [`Script`] replies to the request's path and body.
+    Scripted(Script),
 }
 
 /// A tiny HTTP/1.1 server that answers every request (any path) the same broken way, and records
@@ -160,6 +162,7 @@ fn serve(stream: TcpStream, answer: &Answer, n: usize, seen: &Mutex<Vec<String>>
             reply.extend_from_slice(b"\r\n0\r\n\r\n");
             reply
         }
+        Answer::Scripted(script) => return play(&stream, script, &request_line, &body),
         Answer::ByPath(bodies) => {
             let path = request_line.split_whitespace().nth(1).unwrap_or("");
             let body = bodies
@@ -172,5 +175,103 @@ fn serve(stream: TcpStream, answer: &Answer, n: usize, seen: &Mutex<Vec<String>>
     };
     let _ = out.write_all(&reply);
     let _ = out.flush();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+// ---- scripted answers ----
+
+/// One reply of an [`Answer::Scripted`] gateway.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// The status after `HTTP/1.1 `, e.g. `200 OK`.
+    pub status: &'static str,
+    pub body: Vec<u8>,
+    /// Chunked, as etcd sends streams (`/v3/watch`), instead of with a Content-Length.
+    pub chunked: bool,
+    /// How long the connection stays open after the body (before the last chunk, when chunked)
+    /// unless the client closes it first: a stream that stays healthy and silent.
+    pub hold: Duration,
+}
+
+impl Reply {
+    /// 200 with `body` and its Content-Length, as etcd answers unary calls.
+    pub fn unary(body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status: "200 OK",
+            body: body.into(),
+            chunked: false,
+            hold: Duration::ZERO,
+        }
+    }
+
+    /// 200, chunked: the lines of a stream, which then ends.
+    pub fn stream(body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            chunked: true,
+            ..Reply::unary(body)
+        }
+    }
+
+    /// The same reply, its connection held open for `hold` after the body.
+    pub fn held(self, hold: Duration) -> Reply {
+        Reply { hold, ..self }
+    }
+}
+
+/// What an [`Answer::Scripted`] gateway replies to each request: a function of the request's
+/// path (`/v3/kv/txn`) and body, run on the request's own thread.
+#[derive(Clone)]
+pub struct Script(Arc<ReplyFn>);
+
+/// (path, request body) → reply.
+type ReplyFn = dyn Fn(&str, &[u8]) -> Reply + Send + Sync;
+
+impl Script {
+    pub fn new(reply: impl Fn(&str, &[u8]) -> Reply + Send + Sync + 'static) -> Script {
+        Script(Arc::new(reply))
+    }
+}
+
+impl std::fmt::Debug for Script {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Script(..)")
+    }
+}
+
+/// Sends the script's reply to the request, holds the connection as it says, then closes it (and
+/// says so in the head: one request per connection).
+fn play(stream: &TcpStream, script: &Script, request_line: &str, body: &[u8]) {
+    let path = request_line.split_whitespace().nth(1).unwrap_or("");
+    let reply = (script.0)(path, body);
+    let mut out = stream;
+    let framing = match reply.chunked {
+        true => "Transfer-Encoding: chunked\r\n".to_string(),
+        false => format!("Content-Length: {}\r\n", reply.body.len()),
+    };
+    let head = format!(
+        "HTTP/1.1 {}\r\nContent-Type: application/json\r\n{framing}Connection: close\r\n\r\n",
+        reply.status
+    );
+    let mut bytes = head.into_bytes();
+    match reply.chunked {
+        true if !reply.body.is_empty() => {
+            let _ = write!(bytes, "{:x}\r\n", reply.body.len());
+            bytes.extend_from_slice(&reply.body);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        true => {}
+        false => bytes.extend_from_slice(&reply.body),
+    }
+    if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
+        return;
+    }
+    if !reply.hold.is_zero() {
+        // Returns when the client closes the connection, or when the hold is over.
+        let _ = stream.set_read_timeout(Some(reply.hold));
+        let _ = (&*stream).read(&mut [0u8; 1]);
+    }
+    if reply.chunked {
+        let _ = out.write_all(b"0\r\n\r\n");
+    }
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }

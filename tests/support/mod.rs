@@ -22,6 +22,7 @@ pub mod procs;
 pub mod proxy;
 pub mod wrapper;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -100,6 +101,8 @@ pub struct Etcd {
     opts: Options,
     tls: Option<TlsFiles>,
     auth_enabled: bool,
+    /// More flags for etcd (see [`Etcd::start_with_flags`]).
+    extra_flags: Vec<String>,
     child: Option<Child>,
     watchdog: Option<Child>,
 }
@@ -140,7 +143,13 @@ impl Etcd {
 
     /// Starts a single member with any combination of [`Options`] (e.g. TLS + client certs + auth).
     pub fn start_with(opts: Options) -> Etcd {
+        Etcd::start_with_flags(opts, &[])
+    }
+
+    /// [`Etcd::start_with`], passing `flags` to etcd as well (e.g. `--quota-backend-bytes=…`).
+    pub fn start_with_flags(opts: Options, flags: &[&str]) -> Etcd {
         let mut e = Etcd::prepare(opts, "eae".to_string(), 50, 500);
+        e.extra_flags = flags.iter().map(|f| f.to_string()).collect();
         let mut errors = Vec::new();
         for attempt in 1..=START_ATTEMPTS {
             let [client, peer] = free_ports::<2>();
@@ -291,6 +300,7 @@ impl Etcd {
             opts,
             tls,
             auth_enabled: false,
+            extra_flags: Vec::new(),
             child: None,
             watchdog: None,
         }
@@ -334,6 +344,7 @@ impl Etcd {
         if let Some(ttl) = self.opts.auth_token_ttl {
             cmd.arg(format!("--auth-token-ttl={ttl}"));
         }
+        cmd.args(&self.extra_flags);
         if let Some(tls) = &self.tls {
             let dir = tls.ca.parent().expect("tls dir");
             cmd.arg(format!("--cert-file={}", dir.join("server.pem").display()))
@@ -906,5 +917,55 @@ pub fn generate_tls(dir: &Path) -> TlsFiles {
         ec_cert: dir.join("client-ec.pem"),
         key_sec1: dir.join("client-ec.key"),
         wrong_ca: dir.join("wrong-ca.pem"),
+    }
+}
+
+// ---- etcd's own counts ----
+
+impl Etcd {
+    /// The RPCs etcd's gRPC server has started so far, by method (`Txn`, `Watch`,
+    /// `LeaseKeepAlive`, `Authenticate`, …), read from its `/metrics`
+    /// (`grpc_server_started_total`). Every gateway request is one RPC: a `/v3/watch` or
+    /// `/v3/lease/keepalive` request opens one stream. Methods of one name in two services
+    /// (`Watch`: etcd's and gRPC health's) are added up. Plain-HTTP members only.
+    pub fn rpcs_started(&self) -> BTreeMap<String, u64> {
+        self.grpc_counts("grpc_server_started_total", "grpc_method")
+    }
+
+    /// The RPCs etcd's gRPC server has finished so far, by status code (`OK`, `Unauthenticated`,
+    /// `ResourceExhausted`, …), every method added up (`grpc_server_handled_total`).
+    pub fn rpcs_handled(&self) -> BTreeMap<String, u64> {
+        self.grpc_counts("grpc_server_handled_total", "grpc_code")
+    }
+
+    /// The samples of the counter `metric` in `/metrics`, added up by the value of `label`.
+    fn grpc_counts(&self, metric: &str, label: &str) -> BTreeMap<String, u64> {
+        assert!(!self.opts.tls, "etcd's /metrics is read over plain HTTP");
+        let addr: SocketAddr = self.endpoint_hostport().parse().expect("addr");
+        let mut text = String::new();
+        let read = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+            s.read_to_string(&mut text)
+        });
+        read.unwrap_or_else(|e| panic!("GET /metrics from {}: {e}", self.client_url()));
+        let (prefix, label) = (format!("{metric}{{"), format!("{label}=\""));
+        let mut counts = BTreeMap::new();
+        for line in text.lines() {
+            let Some((labels, value)) = line
+                .strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.split_once("} "))
+            else {
+                continue;
+            };
+            let name = labels
+                .split(label.as_str())
+                .nth(1)
+                .and_then(|v| v.split('"').next());
+            if let (Some(name), Ok(value)) = (name, value.trim().parse::<f64>()) {
+                *counts.entry(name.to_string()).or_insert(0) += value as u64;
+            }
+        }
+        counts
     }
 }

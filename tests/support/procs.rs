@@ -88,3 +88,13 @@ fn stat_field(pid: i32, index: usize) -> Option<i32> {
         .parse()
         .ok()
 }
+
+/// A number from `/proc/PID/status` (`Threads`; `VmRSS`, `VmHWM` in kB); `None` once it is gone.
+pub fn status_field(pid: i32, field: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let prefix = format!("{field}:");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+}
