@@ -704,6 +704,8 @@ impl FakeQueue {
 
 /// A watch's first line: etcd registered it.
 const CREATED: &str = "{\"result\":{\"header\":{\"revision\":\"6\"},\"created\":true}}\n";
+/// A progress notification: nothing changed up to revision 6.
+const PROGRESS: &str = "{\"result\":{\"header\":{\"revision\":\"6\"}}}\n";
 
 /// A valid watch line of `len` bytes (newline included): a put of a value on another key.
 fn watch_line(lock: &str, len: usize) -> Vec<u8> {
@@ -876,7 +878,12 @@ fn a_failing_watch_is_logged_once_when_it_starts_failing_and_once_when_it_recove
             let (healed, broken) = (Arc::clone(&healed), format!("{broken}\n"));
             let script =
                 FakeQueue::new(s.lock()).script(move || match healed.load(Ordering::SeqCst) {
-                    true => Reply::stream(CREATED).held(Duration::from_secs(30)),
+                    // Registered, then a progress report: a stream that carries something
+                    // beyond its registration (after streams that ended as soon as they were
+                    // registered, a registration alone proves nothing).
+                    true => {
+                        Reply::stream(format!("{CREATED}{PROGRESS}")).held(Duration::from_secs(30))
+                    }
                     false => Reply::stream(broken.clone()),
                 });
             FakeGateway::start(Answer::Scripted(script))

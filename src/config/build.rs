@@ -5,7 +5,7 @@ use std::ffi::OsString;
 
 use super::{vars, Config, PREFIX};
 use crate::election::Settings;
-use crate::etcd::{ClientConfig, Credentials, NamedPath, TlsFiles};
+use crate::etcd::{ClientConfig, Credentials, NamedPath, TlsFiles, TlsNames};
 use crate::supervise::Plan;
 
 impl Config {
@@ -53,6 +53,12 @@ impl Config {
             request_timeout: self.election_settings().request_budget(),
             watch_idle_timeout: self.watch_idle_timeout(),
             token_probe_key: format!("{}/", self.lock_name).into_bytes(),
+            // Hints name the variables, also those not set (a missing client certificate).
+            tls_names: Some(TlsNames {
+                ca: var("CACERT"),
+                cert: var("CERT"),
+                key: var("KEY"),
+            }),
         }
     }
 

@@ -15,7 +15,9 @@
 //!   client's idle timeout counts as dead and is replaced. Every watch asks etcd to end it when the
 //!   member loses its raft leader, so a member cut off from the cluster cannot hide a deletion.
 //! - A watch that fails (refused, cancelled by etcd, garbage) is retried after RETRY_PERIOD,
-//!   doubling to a cap; the first failure and the recovery are logged, nothing in between.
+//!   doubling to a cap; the first failure and the recovery are logged, nothing in between. A
+//!   watch has recovered once etcd registered it — after a failure that was a stream ending as
+//!   soon as it was registered, only once it also carried something more or stayed open.
 
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -137,6 +139,8 @@ pub(super) fn watch_keys(
         id,
         keys,
         next_revision: from,
+        health: Health::Healthy,
+        opened: Instant::now(),
     };
     let spawned = thread::Builder::new()
         .name("watch".into())
@@ -160,6 +164,17 @@ enum Followed {
     Failed(String),
 }
 
+/// Where a watch stands as far as its log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Healthy,
+    /// A failure was logged; no recovery yet.
+    Failing,
+    /// A failure was logged, and it was a stream that ended as soon as it was registered: a
+    /// registration alone does not prove a recovery.
+    FailingAfterRegistration,
+}
+
 struct Watcher {
     client: Client,
     alerts: Sender<Alert>,
@@ -170,41 +185,45 @@ struct Watcher {
     id: u64,
     keys: Watched,
     next_revision: i64,
+    health: Health,
+    /// When the current stream was opened.
+    opened: Instant,
 }
 
 impl Watcher {
     fn run(mut self) {
-        let mut failing = false;
         while !self.cancel.is_cancelled() {
-            let opened = Instant::now();
+            self.opened = Instant::now();
             let followed = match self.client.watch(&self.request(), &self.cancel) {
-                Ok(watch) => {
-                    if failing {
-                        log::info("watch recovered", &[("keys", &self.keys.describe())]);
-                        failing = false;
-                    }
-                    self.follow(watch)
-                }
+                Ok(watch) => self.follow(watch),
                 Err(error) => Followed::Failed(error.to_string()),
             };
             if self.cancel.is_cancelled() {
                 return;
             }
-            let reason = match followed {
+            let lasted = self.opened.elapsed() >= self.retry;
+            let (reason, registered) = match followed {
                 Followed::Done => return,
-                Followed::Ended if opened.elapsed() >= self.retry => {
+                Followed::Ended if lasted => {
+                    self.recovered();
                     self.backoff.reset();
                     continue;
                 }
-                Followed::Ended => "the stream ended as soon as it was opened".to_string(),
-                Followed::Failed(reason) => reason,
+                Followed::Ended => (
+                    "the stream ended as soon as it was opened".to_string(),
+                    true,
+                ),
+                Followed::Failed(reason) => (reason, false),
             };
-            if !failing {
+            if self.health == Health::Healthy {
                 log::warn(
                     "watch failed; retrying",
                     &[("keys", &self.keys.describe()), ("error", &reason)],
                 );
-                failing = true;
+                self.health = match registered {
+                    true => Health::FailingAfterRegistration,
+                    false => Health::Failing,
+                };
             }
             let pause = self.backoff.pause(Instant::now());
             if !pause.is_zero() && self.cancel.wait_timeout(pause) {
@@ -215,6 +234,27 @@ impl Watcher {
 
     fn request(&self) -> WatchRequest {
         self.keys.request(self.next_revision)
+    }
+
+    /// Logs the recovery of a failing watch, once.
+    fn recovered(&mut self) {
+        if self.health != Health::Healthy {
+            log::info("watch recovered", &[("keys", &self.keys.describe())]);
+            self.health = Health::Healthy;
+        }
+    }
+
+    /// What a message says about the watch's health: registered (`created`), or more.
+    fn heard(&mut self, registration: bool) {
+        let proven = match self.health {
+            Health::FailingAfterRegistration => {
+                !registration || self.opened.elapsed() >= self.retry
+            }
+            _ => true,
+        };
+        if proven {
+            self.recovered();
+        }
     }
 
     /// Tells the candidate, at once: before this thread closes its stream or frees anything.
@@ -229,6 +269,7 @@ impl Watcher {
         for message in watch {
             match message {
                 Ok(WatchMessage::Events { events, .. }) => {
+                    self.heard(false);
                     // Before any deletion: a key that is not ours any more makes nobody leader.
                     if let Some((revision, lease)) = self.keys.rewrite(&events) {
                         return self.tell(Alert::Rewritten {
@@ -254,6 +295,7 @@ impl Watcher {
                     }
                 }
                 Ok(WatchMessage::Progress { header }) => {
+                    self.heard(false);
                     self.next_revision = self.next_revision.max(header.revision.saturating_add(1));
                 }
                 Ok(WatchMessage::Canceled {
@@ -267,7 +309,7 @@ impl Watcher {
                 Ok(WatchMessage::Canceled { reason, .. }) => {
                     return Followed::Failed(format!("etcd cancelled the watch: {reason}"));
                 }
-                Ok(WatchMessage::Created { .. }) => {}
+                Ok(WatchMessage::Created { .. }) => self.heard(true),
                 Err(error) if is_idle_timeout(&error) => return Followed::Ended,
                 Err(error) => return Followed::Failed(error.to_string()),
             }

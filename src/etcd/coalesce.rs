@@ -2,7 +2,7 @@
 //! which puts two segments on the wire (two TLS records with TLS) and costs etcd's HTTP server a
 //! second read and wake-up per request. [`Coalesce`], the last link of the connector chain, holds
 //! what is transmitted until the transport is asked to wait for input (the request is complete),
-//! or until it would no longer fit the output buffer, and then writes it at once.
+//! or until it fills the output buffer, and then writes it at once.
 //!
 //! Rule: nothing is held across a wait for input, so a request is never delayed past its own end.
 
@@ -44,15 +44,20 @@ impl<T> fmt::Debug for Coalesce<T> {
 }
 
 impl<T: Transport> Coalesce<T> {
-    /// Writes what is held, in one transmission of the inner transport.
+    /// Writes what is held: in one transmission of the inner transport when it fits its output
+    /// buffer (every request of the election does), else in pieces of that size.
     fn flush(&mut self, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        if self.pending.is_empty() {
-            return Ok(());
+        let room = self.inner.buffers().output().len();
+        let mut sent = 0;
+        while sent < self.pending.len() {
+            let amount = room.min(self.pending.len() - sent);
+            self.inner.buffers().output()[..amount]
+                .copy_from_slice(&self.pending[sent..sent + amount]);
+            self.inner.transmit_output(amount, timeout)?;
+            sent += amount;
         }
-        let amount = self.pending.len();
-        self.inner.buffers().output()[..amount].copy_from_slice(&self.pending);
         self.pending.clear();
-        self.inner.transmit_output(amount, timeout)
+        Ok(())
     }
 }
 
@@ -62,12 +67,13 @@ impl<T: Transport> Transport for Coalesce<T> {
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        let room = self.inner.buffers().output().len();
-        if self.pending.len() + amount > room {
+        // Held first: the output buffer is about to be reused for what comes next.
+        let output = self.inner.buffers().output();
+        let room = output.len();
+        self.pending.extend_from_slice(&output[..amount]);
+        if self.pending.len() >= room {
             self.flush(timeout)?;
         }
-        let output = self.inner.buffers().output();
-        self.pending.extend_from_slice(&output[..amount]);
         Ok(())
     }
 

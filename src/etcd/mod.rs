@@ -48,6 +48,9 @@ pub struct ClientConfig {
     pub watch_idle_timeout: Duration,
     /// A key the user may read: with auth, an idle token is kept alive by reading it.
     pub token_probe_key: Vec<u8>,
+    /// What the TLS settings are called where they are set (e.g. environment variables), for
+    /// hints; `None`: the names of `tls`, or generic words.
+    pub tls_names: Option<TlsNames>,
 }
 
 impl ClientConfig {
@@ -60,6 +63,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(5),
             watch_idle_timeout: Duration::from_secs(60),
             token_probe_key: Vec::new(),
+            tls_names: None,
         }
     }
 }
@@ -101,7 +105,10 @@ impl Client {
             Some(files) => tls::load(files)?,
             None => ureq::tls::TlsConfig::default(),
         };
-        let tls_names = TlsNames::of(config.tls.as_ref());
+        let tls_names = config
+            .tls_names
+            .clone()
+            .unwrap_or_else(|| TlsNames::of(config.tls.as_ref()));
         let transport = Transport::new(
             endpoints,
             tls,

@@ -197,8 +197,8 @@ impl TlsProblem {
                 "etcd's certificate has expired or is not valid yet (check the clocks)".to_string()
             }
             TlsProblem::ClientRefused => format!(
-                "etcd refused our client certificate: check {} and {} (a certificate signed by \
-                 the CA etcd trusts, with clientAuth usage)",
+                "etcd refused our client certificate, or wants one: set or check {} and {} (a \
+                 certificate signed by the CA etcd trusts, with clientAuth usage)",
                 names.cert, names.key
             ),
             TlsProblem::NotTls => {

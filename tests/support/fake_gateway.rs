@@ -155,7 +155,8 @@ fn serve(stream: TcpStream, answer: &Answer, n: usize, seen: &Mutex<Vec<String>>
         Answer::NotHttp => b"\x16\x03\x01\x02\x00garbage\r\n\r\n".to_vec(),
         Answer::Stream(bodies) => {
             let body = &bodies[n.min(bodies.len() - 1)];
-            let extra = "Transfer-Encoding: chunked\r\n";
+            // One request per connection, said so: a client must not reuse it (racing the close).
+            let extra = "Transfer-Encoding: chunked\r\nConnection: close\r\n";
             let mut reply = head("200 OK", extra).into_bytes();
             let _ = write!(reply, "{:x}\r\n", body.len());
             reply.extend_from_slice(body);
