@@ -176,7 +176,7 @@ fn text_line(level: Level, message: &str, fields: &[(&str, &dyn Display)]) -> St
         level.as_str()
     );
     for (key, value) in fields {
-        let value = value.to_string();
+        let value = bounded(value.to_string());
         let plain = !value.is_empty()
             && value
                 .chars()
@@ -197,11 +197,30 @@ fn json_line(level: Level, message: &str, fields: &[(&str, &dyn Display)]) -> St
     object.insert("level".into(), level.as_str().into());
     object.insert("msg".into(), message.into());
     for (key, value) in fields {
-        object.insert((*key).into(), value.to_string().into());
+        object.insert((*key).into(), bounded(value.to_string()).into());
     }
     let mut out = serde_json::Value::Object(object).to_string();
     out.push('\n');
     out
+}
+
+/// The longest field value a line carries: values from etcd (another instance's identity, an
+/// error body) can be far longer than any line should be.
+const MAX_FIELD: usize = 2048;
+
+/// `value`, cut at [`MAX_FIELD`] bytes (on a character boundary) with a note of its length.
+fn bounded(mut value: String) -> String {
+    if value.len() <= MAX_FIELD {
+        return value;
+    }
+    let length = value.len();
+    let mut end = MAX_FIELD;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value.truncate(end);
+    value.push_str(&format!("…({length} bytes)"));
+    value
 }
 
 /// `2026-11-22T02:10:51.123Z`.
@@ -236,6 +255,15 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_field_values_are_cut_on_a_character_boundary() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = "é".repeat(MAX_FIELD);
+        let cut = bounded(long.clone());
+        assert!(cut.len() < MAX_FIELD + 32, "{}", cut.len());
+        assert!(cut.ends_with(&format!("…({} bytes)", long.len())));
+    }
     use std::time::Duration;
 
     #[test]

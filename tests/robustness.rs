@@ -820,7 +820,7 @@ fn answers_at_the_caps_keep_a_waiter_under_32_mb_and_answers_over_them_are_named
             &fakes[3].1,
             "retrying",
             "kv/txn on",
-            "larger than request limit: 8388608",
+            "larger than 8388608 bytes",
         ),
     ];
     for (instance, fake, message, op, cap) in over_cap {

@@ -390,7 +390,15 @@ fn read_answer(
         .into_with_config()
         .limit(MAX_BODY)
         .read_to_vec()
-        .map_err(|e| transport_error(endpoint, op, e))
+        .map_err(|e| match e {
+            // Not an outage: an answer no etcd sends for our requests.
+            ureq::Error::BodyExceedsLimit(limit) => Error::Decode {
+                endpoint: endpoint.to_string(),
+                op,
+                detail: format!("the answer is larger than {limit} bytes"),
+            },
+            e => transport_error(endpoint, op, e),
+        })
 }
 
 /// Passes a 2xx through; turns anything else into [`Error::Etcd`] with etcd's code and message.
