@@ -25,12 +25,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Nanoseconds since the Unix epoch (signed, so that differences may be negative).
 pub type Nanos = i128;
 
-/// The child's script; see the module docs. `sleep` runs in the child's process group.
+/// The child's script; see the module docs. `sleep` runs in the child's process group. Its traps
+/// are set before its `start` mark: a test that signals it on seeing the mark finds them there.
 const CHILD: &str = r#"d=$1 n=$2
 now() { date +%s%N; }
-echo $$ > "$d/$n.pid"
-echo "start $n $(now) $$ ${ETCD_AWAIT_ELECTION_LEADER_KEY-} ${ETCD_AWAIT_ELECTION_LEADER_REVISION-} ${ETCD_AWAIT_ELECTION_LEADER_LEASE_ID-}" >> "$d/log"
-read -r _ _ _ _ pg _ < /proc/$$/stat && echo "group $n $(now) $pg" >> "$d/log"
 case "$3" in
 trap)
   trap 'echo "term $n $(now)" >> "$d/log"; echo "end $n $(now)" >> "$d/log"; exit 0' TERM
@@ -39,6 +37,9 @@ trap)
 ignore)
   trap 'echo "term $n $(now)" >> "$d/log"' TERM ;;
 esac
+echo $$ > "$d/$n.pid"
+echo "start $n $(now) $$ ${ETCD_AWAIT_ELECTION_LEADER_KEY-} ${ETCD_AWAIT_ELECTION_LEADER_REVISION-} ${ETCD_AWAIT_ELECTION_LEADER_LEASE_ID-}" >> "$d/log"
+read -r _ _ _ _ pg _ < /proc/$$/stat && echo "group $n $(now) $pg" >> "$d/log"
 while [ ! -e "$d/$n.stop" ]; do sleep 0.05; done
 echo "end $n $(now)" >> "$d/log"
 exit "$(cat "$d/$n.stop")"
