@@ -1205,11 +1205,11 @@ class Bench:
         return {"idle": idle, "alone": alone, "busy": busy, "join_s": round(join_s, 2)}
 
     def fig9_crowd(self):
-        waiters = 10 if self.quick else 50
-        window = 5 if self.quick else 60
-        alone_window = 3 if self.quick else 10
-        pace_s = 1.0 if self.quick else 5.0
-        settle_s = 1.0 if self.quick else 5.0
+        waiters = 5 if self.quick else 50
+        window = 3 if self.quick else 60
+        alone_window = 2 if self.quick else 10
+        pace_s = 0.5 if self.quick else 5.0
+        settle_s = 0.5 if self.quick else 5.0
         instances = waiters + 1
         label = f"1 leader + {waiters} waiters, LEASE=15, {window}s"
         detail = {"waiters": waiters, "window_s": window, "leader_alone_window_s": alone_window,

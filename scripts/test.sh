@@ -6,8 +6,11 @@ cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 step="setup"
+step_started=$SECONDS
 section() {
+    printf '==== (%s took %d s; %d s in all)\n' "$step" "$((SECONDS - step_started))" "$SECONDS"
     step="$*"
+    step_started=$SECONDS
     printf '\n==== %s ====\n' "$*"
 }
 trap 'echo "==== FAILED: ${step} ====" >&2' ERR
