@@ -32,8 +32,9 @@ fn main() {
         }
         Err(error) => config_error(error),
     };
-    // Before any thread exists: the signal mask every thread inherits.
+    // Before any thread exists: the signal mask every thread inherits, and the command's guardian.
     supervise::prepare_process();
+    let guardian = supervise::fork_guardian();
     log::init(config.log_format == config::LogFormat::Json);
     if let Some(warning) = &warning {
         log::warn(warning, &[]);
@@ -69,7 +70,7 @@ fn main() {
         serve_status(listener, &status);
     }
     let plan = config.plan(command);
-    finish(supervise::run(plan, inbox, election, status))
+    finish(supervise::run(plan, inbox, election, status, guardian))
 }
 
 /// What the command line asks for, once `--help`, `--version` and usage errors are dealt with.

@@ -39,7 +39,7 @@ const GUARD_TICK_MS: libc::c_int = 100;
 const KILL_POINT_BYTES: usize = 8;
 
 /// A running guardian; its group is the command's.
-pub(super) struct Guardian {
+pub struct Guardian {
     pid: i32,
     /// The write end of the lifeline (non-blocking); the guardian acts when it closes.
     lifeline: std::os::fd::OwnedFd,

@@ -29,7 +29,15 @@ use crate::status::Status;
 use notify::Notifier;
 use supervisor::{Ended, Supervisor};
 
+pub use child::Guardian;
 pub use signals::prepare_process;
+
+/// Forks the command's first guardian, early: while the process is small and has one thread, and
+/// before the election's threads start (a fork holds the address space's lock; a thread that maps
+/// memory meanwhile waits). `None` when it cannot be forked now: the supervisor tries again.
+pub fn fork_guardian() -> Option<Guardian> {
+    Guardian::start().ok()
+}
 
 /// Exit codes besides the child's own (see the README).
 pub mod exit {
@@ -162,7 +170,13 @@ pub fn exec(command: &[OsString]) -> i32 {
 
 /// Waits for leadership, runs the command while it holds, and returns the exit code; with
 /// RECAMPAIGN, campaigns again after a leadership ends (paced), until a signal ends everything.
-pub fn run(plan: Plan, inbox: Inbox, election: Election, status: Arc<Status>) -> i32 {
+pub fn run(
+    plan: Plan,
+    inbox: Inbox,
+    election: Election,
+    status: Arc<Status>,
+    guardian: Option<Guardian>,
+) -> i32 {
     let clock = election.clock();
     let systemd = Notifier::from_env(Arc::clone(&clock), plan.renew_deadline);
     let mut backoff = Backoff::new(plan.retry_period, plan.backoff_cap);
@@ -173,7 +187,7 @@ pub fn run(plan: Plan, inbox: Inbox, election: Election, status: Arc<Status>) ->
         clock,
         status,
         systemd,
-        spare: None,
+        spare: guardian,
     };
     loop {
         supervisor.prepare_guardian();
