@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::child::{self, SpawnError};
+use super::guardian::Guardian;
 use super::notify::{self, Notifier};
 use super::reap;
 use super::signals;
@@ -31,7 +32,7 @@ pub(super) struct Supervisor {
     pub(super) status: Arc<Status>,
     pub(super) systemd: Notifier,
     /// A guardian forked ahead of time, so that no fork stands between leading and the command.
-    pub(super) spare: Option<child::Guardian>,
+    pub(super) spare: Option<Guardian>,
 }
 
 /// How one leadership ended.
@@ -50,7 +51,7 @@ struct Child {
     pid: i32,
     /// Its process group (the guardian's).
     group: i32,
-    guardian: child::Guardian,
+    guardian: Guardian,
 }
 
 impl Supervisor {
@@ -197,7 +198,7 @@ impl Supervisor {
     /// again, and reports it).
     pub(super) fn prepare_guardian(&mut self) {
         if self.spare.is_none() {
-            match child::Guardian::start() {
+            match Guardian::start() {
                 Ok(guardian) => self.spare = Some(guardian),
                 Err(error) => log::warn("cannot start a guardian yet", &[("error", &error)]),
             }
@@ -212,14 +213,14 @@ impl Supervisor {
     }
 
     /// The guardian for the command, armed with the kill point: the spare, or a new one.
-    fn armed_guardian(&mut self) -> Result<child::Guardian, i32> {
+    fn armed_guardian(&mut self) -> Result<Guardian, i32> {
         let kill_point = self.kill_point();
         if let Some(spare) = self.spare.take() {
             if spare.arm(kill_point).is_ok() {
                 return Ok(spare);
             }
         }
-        let started = child::Guardian::start().and_then(|g| g.arm(kill_point).map(|()| g));
+        let started = Guardian::start().and_then(|g| g.arm(kill_point).map(|()| g));
         started.map_err(|error| {
             log::error("cannot start the command's guardian", &[("error", &error)]);
             exit::CANNOT_EXECUTE
