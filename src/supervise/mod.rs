@@ -17,6 +17,7 @@ mod guardian;
 mod notify;
 mod reap;
 mod signals;
+mod stop;
 mod supervisor;
 
 use std::ffi::OsString;
