@@ -608,7 +608,8 @@ fn a_waiter_whose_key_is_deleted_in_a_tight_loop_stays_small_and_paced_and_queue
 
 // ---- a fake queue: one leader ahead of us ----
 
-/// The client's caps (`src/etcd/transport.rs`): a unary answer, and one line of a stream.
+/// The client's caps (`src/etcd/answer.rs`, `src/etcd/stream.rs`): a unary answer, and one line of
+/// a stream.
 const MAX_BODY: usize = 8 * 1024 * 1024;
 const MAX_LINE: usize = 1024 * 1024;
 

@@ -22,6 +22,7 @@ mod failures;
 mod inbox;
 mod observe;
 mod queue;
+mod renewal;
 mod retry;
 mod session;
 mod takeover;
@@ -33,8 +34,8 @@ use std::thread;
 use std::time::Duration;
 
 pub use observe::{leader_info, watch_leader, LeaderInfo};
+pub use renewal::RenewalClock;
 pub use retry::Backoff;
-pub use session::RenewalClock;
 
 use crate::etcd::{self, Client};
 use crate::log;

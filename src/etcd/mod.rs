@@ -1,19 +1,23 @@
 //! A small synchronous client for etcd's v3 JSON gateway (`POST /v3/...` over HTTP/1.1 or HTTPS).
 //!
 //! It owns the transport ([`transport`]: agents, timeouts, failover across endpoints, the auth
-//! token), TLS setup ([`tls`]), endpoint parsing ([`endpoint`]), the wire types ([`wire`]) and the one
-//! error type ([`Error`]). It knows nothing about elections: it offers the lease, kv, txn and watch
-//! calls the election recipe is built from.
+//! token; host names through [`resolver`]), reading answers ([`answer`]) and stream lines
+//! ([`stream`]), TLS setup ([`tls`]), endpoint parsing ([`endpoint`]), the wire types ([`wire`]) and
+//! the one error type ([`Error`]). It knows nothing about elections: it offers the lease, kv, txn and
+//! watch calls the election recipe is built from.
 //!
 //! Every unary call has a bounded budget (`request_timeout`, per endpoint tried). A watch has no
 //! total budget; instead each read waits at most `watch_idle_timeout`, so a connection that went
 //! silent ends the watch with a timeout error and the caller re-establishes it from the next revision.
 
+mod answer;
 mod auth;
 mod cancel;
 mod coalesce;
 pub mod endpoint;
 mod error;
+mod resolver;
+mod stream;
 pub mod tls;
 mod transport;
 pub mod wire;
@@ -30,7 +34,9 @@ pub use tls::{NamedPath, TlsFiles, TlsNames, TlsProblem};
 pub use transport::Credentials;
 pub use wire::*;
 
-use transport::{decode, read_line, Stream, Transport};
+use answer::decode;
+use stream::{read_line, Stream};
+use transport::Transport;
 use wire::{Health, KeepAliveLine, WatchLine};
 
 /// How to reach etcd.

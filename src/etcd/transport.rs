@@ -1,43 +1,27 @@
 //! HTTP mechanics: the two ureq agents (bounded unary calls, long-lived streams), one POST to one
-//! endpoint with etcd's error body kept, failover across the endpoint list, and the auth token.
+//! endpoint, failover across the endpoint list, and the auth token. What an answer holds is read in
+//! [`super::answer`] (etcd's error body kept), a stream's lines in [`super::stream`].
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufReader;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
 
-use ureq::http::Uri;
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{Connector, NextTimeout, RustlsConnector, TcpConnector};
+use ureq::unversioned::transport::{Connector, RustlsConnector, TcpConnector};
 
 use super::coalesce::CoalesceConnector;
 use ureq::Agent;
 
+use super::answer::{check_status, decode, read_answer, transport_error};
 use super::auth::{Chore, Tokens};
+use super::resolver::LiteralResolver;
+use super::stream::Stream;
 use super::tls::{self, TlsNames};
-use super::wire::{AuthToken, ErrorBody};
+use super::wire::AuthToken;
 use super::{Cancel, Error};
-
-/// Largest unary answer accepted. etcd refuses requests over 1.5 MiB (`--max-request-bytes`), so no
-/// value it stores is larger; the largest answer the election reads carries two keys (the
-/// predecessor and the leader), base64-encoded: 2 × 2 MiB. Our own values are identities of at
-/// most 1 KiB.
-pub(crate) const MAX_BODY: u64 = 8 * 1024 * 1024;
-/// Largest single line of a stream (one watch message). The election's watches ask for deletions
-/// only, whose events carry no value: a real etcd's lines are a few hundred bytes.
-pub(crate) const MAX_LINE: u64 = 1024 * 1024;
-/// How much of an error body is kept in an error message.
-const MAX_ERROR_TEXT: usize = 512;
-
-/// A streamed answer: a buffered reader over the response body, and the endpoint that serves it.
-pub(crate) struct Stream {
-    pub endpoint: String,
-    pub reader: BufReader<ureq::BodyReader<'static>>,
-}
 
 /// Username and password for etcd's auth.
 #[derive(Clone)]
@@ -352,155 +336,6 @@ fn keep_token(transport: &Weak<Transport>, tokens: &Tokens, probe: &Value) {
     }
 }
 
-/// Resolves IP-literal hosts in place and hands host names to ureq's resolver. ureq's resolver
-/// spawns a thread per lookup whenever a timeout applies — on every request, pooled connection or
-/// not — which put a thread spawn on the path of every keepalive, look and watch.
-#[derive(Debug, Default)]
-struct LiteralResolver(DefaultResolver);
-
-impl Resolver for LiteralResolver {
-    fn resolve(
-        &self,
-        uri: &Uri,
-        config: &ureq::config::Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let host = uri.host().unwrap_or_default();
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        match (literal.parse::<IpAddr>(), uri.port_u16()) {
-            (Ok(ip), Some(port)) => {
-                let mut addresses = self.empty();
-                addresses.push(SocketAddr::new(ip, port));
-                Ok(addresses)
-            }
-            _ => self.0.resolve(uri, config, timeout),
-        }
-    }
-}
-
-/// Reads a unary answer: the body of a 2xx, or etcd's error.
-fn read_answer(
-    endpoint: &str,
-    op: &'static str,
-    response: ureq::http::Response<ureq::Body>,
-) -> Result<Vec<u8>, Error> {
-    let response = check_status(endpoint, op, response)?;
-    response
-        .into_body()
-        .into_with_config()
-        .limit(MAX_BODY)
-        .read_to_vec()
-        .map_err(|e| match e {
-            // Not an outage: an answer no etcd sends for our requests.
-            ureq::Error::BodyExceedsLimit(limit) => Error::Decode {
-                endpoint: endpoint.to_string(),
-                op,
-                detail: format!("the answer is larger than {limit} bytes"),
-            },
-            e => transport_error(endpoint, op, e),
-        })
-}
-
-/// Passes a 2xx through; turns anything else into [`Error::Etcd`] with etcd's code and message.
-fn check_status(
-    endpoint: &str,
-    op: &'static str,
-    response: ureq::http::Response<ureq::Body>,
-) -> Result<ureq::http::Response<ureq::Body>, Error> {
-    let status = response.status().as_u16();
-    if (200..300).contains(&status) {
-        return Ok(response);
-    }
-    let mut text = Vec::new();
-    let _ = response
-        .into_body()
-        .into_reader()
-        .take(64 * 1024)
-        .read_to_end(&mut text);
-    let (code, message) = match serde_json::from_slice::<ErrorBody>(&text) {
-        Ok(body) if !body.message.is_empty() || !body.error.is_empty() => {
-            let message = if body.message.is_empty() {
-                body.error
-            } else {
-                body.message
-            };
-            (body.code, message)
-        }
-        _ => (None, shorten(&String::from_utf8_lossy(&text))),
-    };
-    Err(Error::Etcd {
-        endpoint: endpoint.to_string(),
-        op,
-        http_status: status,
-        code,
-        message,
-    })
-}
-
-/// Decodes a JSON answer, naming the endpoint and operation when it does not fit.
-pub(crate) fn decode<T: DeserializeOwned>(
-    endpoint: &str,
-    op: &'static str,
-    bytes: &[u8],
-) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Decode {
-        endpoint: endpoint.to_string(),
-        op,
-        detail: format!("{e} in {:?}", shorten(&String::from_utf8_lossy(bytes))),
-    })
-}
-
-/// Reads one line of a stream (without its newline or surrounding blanks); `None` at the end of
-/// the stream. A line is read into one buffer and handed on as it is, without a copy.
-pub(crate) fn read_line(
-    reader: &mut impl BufRead,
-    endpoint: &str,
-    op: &'static str,
-) -> Option<Result<Vec<u8>, Error>> {
-    loop {
-        let mut line = Vec::new();
-        let read = reader.take(MAX_LINE).read_until(b'\n', &mut line);
-        match read {
-            Ok(0) => return None,
-            Err(e) => {
-                return Some(Err(Error::Transport {
-                    endpoint: endpoint.to_string(),
-                    op,
-                    timed_out: matches!(
-                        e.kind(),
-                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                    ) || e.to_string().contains("timeout"),
-                    detail: e.to_string(),
-                }))
-            }
-            Ok(_) if line.last() != Some(&b'\n') && line.len() as u64 >= MAX_LINE => {
-                return Some(Err(Error::Decode {
-                    endpoint: endpoint.to_string(),
-                    op,
-                    detail: format!("a stream line longer than {MAX_LINE} bytes"),
-                }))
-            }
-            Ok(_) => {
-                let end = line.len()
-                    - line
-                        .iter()
-                        .rev()
-                        .take_while(|b| b.is_ascii_whitespace())
-                        .count();
-                let start = line[..end]
-                    .iter()
-                    .take_while(|b| b.is_ascii_whitespace())
-                    .count();
-                if start < end {
-                    line.truncate(end);
-                    line.drain(..start);
-                    return Some(Ok(line));
-                }
-            }
-        }
-    }
-}
-
 impl Transport {
     /// A failed call as an [`Error`]: a TLS problem with its hint, or a plain transport failure.
     fn failure(&self, endpoint: &str, op: &'static str, error: ureq::Error) -> Error {
@@ -515,23 +350,5 @@ impl Transport {
             },
             None => transport_error(endpoint, op, error),
         }
-    }
-}
-
-fn transport_error(endpoint: &str, op: &'static str, error: ureq::Error) -> Error {
-    let timed_out = matches!(error, ureq::Error::Timeout(_));
-    Error::Transport {
-        endpoint: endpoint.to_string(),
-        op,
-        detail: error.to_string(),
-        timed_out,
-    }
-}
-
-fn shorten(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(MAX_ERROR_TEXT) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
     }
 }

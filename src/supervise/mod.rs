@@ -1,7 +1,8 @@
 //! The command and everything around it: waiting for leadership, starting the command
-//! ([`child`]), forwarding signals ([`signals`]), reaping and stopping its whole tree ([`reap`]),
-//! stopping it when leadership can no longer be guaranteed, and turning what happened into the exit
-//! code. The supervisor is the only writer of the [`Status`].
+//! ([`child`]) in its guardian's group ([`guardian`]), forwarding signals ([`signals`]), reaping
+//! and stopping its whole tree ([`reap`]), stopping it when leadership can no longer be guaranteed,
+//! and turning what happened into the exit code. The supervisor is the only writer of the
+//! [`Status`].
 //!
 //! Safety rule: leadership holds while the last acknowledged keepalive was *sent* less than
 //! RENEW_DEADLINE ago on the boot-time clock (the election's [`RenewalClock`]). Past that the
@@ -12,9 +13,11 @@
 //! only once every descendant is gone.
 
 mod child;
+mod guardian;
 mod notify;
 mod reap;
 mod signals;
+mod stop;
 mod supervisor;
 
 use std::ffi::OsString;
@@ -29,7 +32,7 @@ use crate::status::Status;
 use notify::Notifier;
 use supervisor::{Ended, Supervisor};
 
-pub use child::Guardian;
+pub use guardian::Guardian;
 pub use signals::prepare_process;
 
 /// Forks the command's first guardian, early: while the process is small and has one thread, and

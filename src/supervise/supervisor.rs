@@ -1,27 +1,21 @@
 //! The supervisor's state machine for one leadership: wait for it, start the command, keep it only
-//! while leadership holds, stop it (and its whole tree) when it no longer does.
+//! while leadership holds, stop it (and its whole tree, [`super::stop`]) when it no longer does.
 
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::child::{self, SpawnError};
+use super::guardian::Guardian;
 use super::notify::{self, Notifier};
 use super::reap;
 use super::signals;
+use super::stop::TREE_GONE_WAIT;
 use super::{exit, exit_code, forward, killed_because, report_spawn_error, Inbox, Input, Plan};
 use crate::clock::{self, BootInstant};
 use crate::election::{Election, Leadership, Notice, RenewalClock};
 use crate::log;
 use crate::status::Status;
-
-/// Longest wait for the command's tree to disappear after SIGKILL before the lease is revoked
-/// anyway (a process stuck in the kernel cannot be killed).
-const TREE_GONE_WAIT: Duration = Duration::from_secs(5);
-/// How long a killed process group gets to go before the rest of the tree is looked for.
-const GROUP_GONE: Duration = Duration::from_millis(2);
-/// How often the tree is swept again while something of it is left.
-const SWEEP_EVERY: Duration = Duration::from_millis(20);
 
 pub(super) struct Supervisor {
     pub(super) plan: Plan,
@@ -31,7 +25,7 @@ pub(super) struct Supervisor {
     pub(super) status: Arc<Status>,
     pub(super) systemd: Notifier,
     /// A guardian forked ahead of time, so that no fork stands between leading and the command.
-    pub(super) spare: Option<child::Guardian>,
+    pub(super) spare: Option<Guardian>,
 }
 
 /// How one leadership ended.
@@ -46,11 +40,11 @@ pub(super) enum Ended {
 }
 
 /// The running command.
-struct Child {
-    pid: i32,
+pub(super) struct Child {
+    pub(super) pid: i32,
     /// Its process group (the guardian's).
-    group: i32,
-    guardian: child::Guardian,
+    pub(super) group: i32,
+    guardian: Guardian,
 }
 
 impl Supervisor {
@@ -110,7 +104,7 @@ impl Supervisor {
     }
 
     /// Keeps the status (and systemd) up to date with what the election says.
-    fn note(&self, notice: Notice) {
+    pub(super) fn note(&self, notice: Notice) {
         match notice {
             Notice::Candidacy { .. } => {
                 self.status.attempt();
@@ -197,7 +191,7 @@ impl Supervisor {
     /// again, and reports it).
     pub(super) fn prepare_guardian(&mut self) {
         if self.spare.is_none() {
-            match child::Guardian::start() {
+            match Guardian::start() {
                 Ok(guardian) => self.spare = Some(guardian),
                 Err(error) => log::warn("cannot start a guardian yet", &[("error", &error)]),
             }
@@ -212,14 +206,14 @@ impl Supervisor {
     }
 
     /// The guardian for the command, armed with the kill point: the spare, or a new one.
-    fn armed_guardian(&mut self) -> Result<child::Guardian, i32> {
+    fn armed_guardian(&mut self) -> Result<Guardian, i32> {
         let kill_point = self.kill_point();
         if let Some(spare) = self.spare.take() {
             if spare.arm(kill_point).is_ok() {
                 return Ok(spare);
             }
         }
-        let started = child::Guardian::start().and_then(|g| g.arm(kill_point).map(|()| g));
+        let started = Guardian::start().and_then(|g| g.arm(kill_point).map(|()| g));
         started.map_err(|error| {
             log::error("cannot start the command's guardian", &[("error", &error)]);
             exit::CANNOT_EXECUTE
@@ -279,7 +273,7 @@ impl Supervisor {
 
     /// When the command must be dead, measured from the last renewal: halfway between
     /// RENEW_DEADLINE and LEASE_DURATION (the guardian enforces it should we stall).
-    fn kill_point(&self) -> BootInstant {
+    pub(super) fn kill_point(&self) -> BootInstant {
         let last = self.clock.last().unwrap_or_else(BootInstant::now);
         last + (self.plan.renew_deadline + self.plan.lease_duration) / 2
     }
@@ -337,104 +331,6 @@ impl Supervisor {
                     return (exit::LEADERSHIP_LOST, Ended::Lost);
                 }
                 Input::Election(notice) => self.note(notice),
-            }
-        }
-    }
-
-    /// SIGTERM to the command's tree; SIGKILL halfway between RENEW_DEADLINE and LEASE_DURATION.
-    fn stop_gracefully(&mut self, child: &Child) -> i32 {
-        let kill_at = self.kill_point();
-        // Signal first, log after.
-        reap::signal_tree(child.group, libc::SIGTERM);
-        log::warn(
-            "renew deadline passed; sent SIGTERM to the child",
-            &[("renew_deadline", &format!("{:?}", self.plan.renew_deadline))],
-        );
-        if !self.await_exit(child, kill_at) {
-            reap::signal_tree(child.group, libc::SIGKILL);
-            log::warn("child still running; sent SIGKILL", &[("pid", &child.pid)]);
-            if !self.await_exit(child, BootInstant::now() + TREE_GONE_WAIT) {
-                log::error("child not reaped after SIGKILL", &[("pid", &child.pid)]);
-            }
-        }
-        exit::LEADERSHIP_LOST
-    }
-
-    /// Waits until the command is reaped or `until` passes; true if it was reaped. A loss of the
-    /// key or lease meanwhile ends the grace period: SIGKILL at once.
-    fn await_exit(&mut self, child: &Child, until: BootInstant) -> bool {
-        loop {
-            if BootInstant::now() >= until {
-                return self.reaped_already(child);
-            }
-            match self.inbox.receiver().recv_timeout(clock::nap_until(until)) {
-                Ok(Input::Reaped { pid, status }) if pid == child.pid => {
-                    self.stopped(pid, status);
-                    return true;
-                }
-                Ok(Input::Election(Notice::Lost(loss))) => {
-                    reap::signal_tree(child.group, libc::SIGKILL);
-                    log::warn(killed_because(loss), &[("reason", &loss)]);
-                }
-                Ok(Input::Election(notice)) => self.note(notice),
-                Ok(_) | Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return false,
-            }
-        }
-    }
-
-    /// Whether the command's exit is among what already arrived (a wrapper that was stopped past
-    /// `until` finds it waiting); what else arrived is noted or dropped: the command is being
-    /// stopped anyway.
-    fn reaped_already(&mut self, child: &Child) -> bool {
-        while let Ok(input) = self.inbox.receiver().try_recv() {
-            match input {
-                Input::Reaped { pid, status } if pid == child.pid => {
-                    self.stopped(pid, status);
-                    return true;
-                }
-                Input::Election(notice) => self.note(notice),
-                _ => {}
-            }
-        }
-        false
-    }
-
-    fn stopped(&self, pid: i32, status: i32) {
-        self.status.child(false, Some(exit_code(status)));
-        log::info(
-            "child stopped",
-            &[("pid", &pid), ("code", &exit_code(status))],
-        );
-    }
-
-    /// Kills whatever is left of the command's tree and waits (bounded) until no child of ours is
-    /// left but the guardian (killed with the group, but running nothing of the command): as a
-    /// subreaper, that is the whole tree. Only then may the lease go. The group was
-    /// killed already and usually goes within a millisecond; only what outlives that (processes
-    /// that left the group) costs a walk of `/proc`.
-    fn await_tree_gone(&mut self, child: &Child) {
-        let started = Instant::now();
-        let mut sweep_at = started + GROUP_GONE;
-        while reap::children_left_besides(child.group) {
-            let now = Instant::now();
-            if now >= started + TREE_GONE_WAIT {
-                log::error(
-                    "processes of the command survive SIGKILL; revoking the lease anyway",
-                    &[],
-                );
-                return;
-            }
-            if now >= sweep_at {
-                reap::signal_tree(child.group, libc::SIGKILL);
-                sweep_at = now + SWEEP_EVERY;
-            }
-            let input = self
-                .inbox
-                .inbox
-                .recv_timeout(sweep_at.saturating_duration_since(now));
-            if let Ok(Input::Election(notice)) = input {
-                self.note(notice);
             }
         }
     }
