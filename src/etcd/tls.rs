@@ -1,6 +1,10 @@
 //! TLS material: the CA that verifies etcd and the optional client certificate and key, read from PEM
 //! files into a ureq TLS configuration backed by rustls with the ring provider. No system roots are
 //! used (scratch images have none); every failure names the file and what was wrong with it.
+//! Also what a failed TLS connection says about the settings ([`diagnose`]); the TLS step of the
+//! connector chain ([`HandshakeConnector`]) marks the failures of the handshake itself, because a
+//! connection that closes before the handshake is done (the endpoint spoke no TLS) and one that
+//! closes right after it (etcd refused our client certificate) fail with the same I/O errors.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +13,7 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+use ureq::unversioned::transport::{ConnectionDetails, Connector, RustlsConnector, Transport};
 
 use super::Error;
 
@@ -165,7 +170,8 @@ pub enum TlsProblem {
     /// etcd ended the connection as soon as the handshake was done: it refused our client
     /// certificate (none given, or one signed by a CA etcd does not trust).
     ClientRefused,
-    /// An `https://` endpoint answered without TLS: it speaks plain HTTP.
+    /// An `https://` endpoint answered without TLS, or closed the connection before the handshake
+    /// was done: it speaks plain HTTP.
     NotTls,
     /// An `http://` endpoint reset the connection: it probably speaks TLS.
     MaybeTls,
@@ -243,10 +249,18 @@ impl TlsNames {
 
 /// What a failed call to an endpoint (over TLS when `tls`) says about the TLS settings, if
 /// anything.
+///
+/// A connection closed without a TLS alert tells by *when* it closed, not by how (a FIN or a
+/// reset is the server's kernel's choice: etcd's plain port resets when it stops reading a
+/// ClientHello half-way, which depends on the hello's random bytes): before the handshake was
+/// done, the endpoint spoke no TLS; after it, etcd refused our client certificate.
 pub(crate) fn diagnose(tls: bool, error: &ureq::Error) -> Option<TlsProblem> {
-    let io = match error {
-        ureq::Error::Io(io) => Some(io),
-        _ => None,
+    let (io, stage) = match error {
+        ureq::Error::Io(io) => match io.get_ref().and_then(|e| e.downcast_ref::<InHandshake>()) {
+            Some(InHandshake(inner)) => (Some(inner), Stage::Handshake),
+            None => (Some(io), Stage::Exchange),
+        },
+        _ => (None, Stage::Exchange),
     };
     let rustls_error = match error {
         ureq::Error::Rustls(e) => Some(e),
@@ -257,11 +271,65 @@ pub(crate) fn diagnose(tls: bool, error: &ureq::Error) -> Option<TlsProblem> {
     }
     let kind = io.map(std::io::Error::kind)?;
     use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
-    match (tls, kind) {
-        (true, BrokenPipe | ConnectionReset) => Some(TlsProblem::ClientRefused),
-        (true, UnexpectedEof) => Some(TlsProblem::NotTls),
-        (false, ConnectionReset | UnexpectedEof) => Some(TlsProblem::MaybeTls),
+    match (tls, kind, stage) {
+        (true, BrokenPipe | ConnectionReset | UnexpectedEof, Stage::Handshake) => {
+            Some(TlsProblem::NotTls)
+        }
+        (true, BrokenPipe | ConnectionReset | UnexpectedEof, Stage::Exchange) => {
+            Some(TlsProblem::ClientRefused)
+        }
+        (false, ConnectionReset | UnexpectedEof, _) => Some(TlsProblem::MaybeTls),
         _ => None,
+    }
+}
+
+/// When a connection failed: during the TLS handshake, or after it (or without TLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Handshake,
+    Exchange,
+}
+
+/// The TLS step of the connector chain: ureq's rustls connector, whose I/O failures (those of the
+/// handshake, the only I/O it does) come out marked [`InHandshake`] for [`diagnose`].
+#[derive(Debug, Default)]
+pub(crate) struct HandshakeConnector(RustlsConnector);
+
+impl<In: Transport> Connector<In> for HandshakeConnector {
+    type Out = <RustlsConnector as Connector<In>>::Out;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        self.0.connect(details, chained).map_err(InHandshake::mark)
+    }
+}
+
+/// An I/O error that ended a TLS handshake; it reads as the error it wraps, and has its kind.
+#[derive(Debug)]
+struct InHandshake(std::io::Error);
+
+impl InHandshake {
+    /// Marks an I/O error (timeouts and the like are ureq's own errors, left as they are).
+    fn mark(error: ureq::Error) -> ureq::Error {
+        match error {
+            ureq::Error::Io(io) => ureq::Error::Io(std::io::Error::new(io.kind(), InHandshake(io))),
+            other => other,
+        }
+    }
+}
+
+impl std::fmt::Display for InHandshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for InHandshake {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 
@@ -285,5 +353,72 @@ fn diagnose_rustls(error: &rustls::Error) -> Option<TlsProblem> {
         ) => Some(TlsProblem::ClientRefused),
         rustls::Error::InvalidMessage(_) => Some(TlsProblem::NotTls),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error as IoError, ErrorKind};
+
+    fn io(kind: ErrorKind) -> ureq::Error {
+        ureq::Error::Io(IoError::from(kind))
+    }
+
+    fn in_handshake(kind: ErrorKind) -> ureq::Error {
+        InHandshake::mark(io(kind))
+    }
+
+    #[test]
+    fn a_close_during_the_handshake_means_the_endpoint_speaks_no_tls_however_it_closed() {
+        // etcd's plain port closes a ClientHello with a FIN or, when it stopped reading half-way,
+        // a reset: both are the same mistake.
+        for kind in [ErrorKind::UnexpectedEof, ErrorKind::ConnectionReset] {
+            assert_eq!(
+                diagnose(true, &in_handshake(kind)),
+                Some(TlsProblem::NotTls),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_close_after_the_handshake_means_etcd_refused_our_client_certificate() {
+        for kind in [
+            ErrorKind::BrokenPipe,
+            ErrorKind::ConnectionReset,
+            ErrorKind::UnexpectedEof,
+        ] {
+            assert_eq!(
+                diagnose(true, &io(kind)),
+                Some(TlsProblem::ClientRefused),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_marked_error_reads_as_the_original_and_keeps_what_else_it_says() {
+        let marked = in_handshake(ErrorKind::ConnectionReset);
+        assert_eq!(
+            marked.to_string(),
+            io(ErrorKind::ConnectionReset).to_string()
+        );
+        // A certificate check failing in the handshake is still read as one.
+        let untrusted = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let marked = InHandshake::mark(ureq::Error::Io(IoError::new(
+            ErrorKind::InvalidData,
+            untrusted,
+        )));
+        assert_eq!(diagnose(true, &marked), Some(TlsProblem::UntrustedServer));
+        // Not ours to mark: a timeout stays a timeout, and is no TLS problem.
+        let timeout = InHandshake::mark(ureq::Error::Timeout(ureq::Timeout::Connect));
+        assert!(matches!(timeout, ureq::Error::Timeout(_)));
+        assert_eq!(diagnose(true, &timeout), None);
+        // Without TLS, a close still only suggests that the endpoint wants TLS.
+        assert_eq!(
+            diagnose(false, &io(ErrorKind::ConnectionReset)),
+            Some(TlsProblem::MaybeTls)
+        );
     }
 }

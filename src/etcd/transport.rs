@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use ureq::unversioned::transport::{Connector, RustlsConnector, TcpConnector};
+use ureq::unversioned::transport::{Connector, TcpConnector};
 
 use super::coalesce::CoalesceConnector;
 use ureq::Agent;
@@ -300,7 +300,7 @@ impl Transport {
 fn agent(config: ureq::config::Config) -> Agent {
     let connector =
         ().chain(TcpConnector::default())
-            .chain(RustlsConnector::default())
+            .chain(tls::HandshakeConnector::default())
             .chain(CoalesceConnector);
     Agent::with_parts(config, connector, LiteralResolver::default())
 }
