@@ -28,6 +28,7 @@ use support::env::{sh, Env, Timings, FAST, STEADY};
 use support::marks::{now_ns, secs, Nanos, OnTerm, Start};
 use support::procs::{
     alive, children_of, group_alive, group_of, send, session_of, state, terminal_foreground_of,
+    with_default_signals,
 };
 use support::wrapper::{Scene, Wrapper, SOON};
 
@@ -212,7 +213,7 @@ fn ctrl_c_in_a_terminal_reaches_the_command_once() {
     // Reading the terminal works only if the command owns its foreground (else SIGTTIN stops it).
     let child = "trap 'echo got-int; exit 7' INT; echo ready; read line; echo \"read:$line\"; \
                  while :; do sleep 0.05; done";
-    let out = Command::new("python3")
+    let out = with_default_signals(&mut Command::new("python3"))
         .args(["-c", DRIVER])
         .arg(support::bin())
         .args(["sh", "-c", child])
@@ -441,7 +442,7 @@ fn a_wrapper_behind_its_command_on_a_tostop_terminal_keeps_renewing_and_meets_it
     let t = FAST;
     let s = Scene::new();
     let pidfile = s.dir().join("wrapper.pid");
-    let driver = Command::new("python3")
+    let driver = with_default_signals(&mut Command::new("python3"))
         .args(["-c", TOSTOP_DRIVER])
         .arg(&pidfile)
         .arg(support::bin())

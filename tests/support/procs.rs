@@ -4,6 +4,28 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Starts `command` with every signal at its default disposition, whatever the suite inherited:
+/// a suite run under `nohup`, or as a background job of a non-interactive shell, has SIGHUP, or
+/// SIGINT and SIGQUIT, ignored; the wrapper hands ignored signals on to its command, as `execve`
+/// does (README, *The command*), and a shell cannot trap a signal ignored at its start. The
+/// signal mask is std's business: it empties it in every child.
+pub fn with_default_signals(command: &mut Command) -> &mut Command {
+    // SAFETY: the closure runs in the child between fork and exec and calls only signal(2), which
+    // is async-signal-safe; SIGKILL and SIGSTOP, which cannot be changed, are skipped.
+    unsafe {
+        command.pre_exec(|| {
+            for signal in 1..libc::SIGRTMIN() {
+                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+            }
+            Ok(())
+        })
+    }
+}
 
 /// Sends `signal` to `pid` (a negative pid names a process group).
 pub fn send(pid: i32, signal: i32) {

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::env::{Env, Timings};
-use super::procs::{group_alive, send};
+use super::procs::{self, group_alive, send};
 
 use super::marks::{self, Marks, Nanos, OnTerm, Start};
 use super::{bin, unique_name, Etcd, Kv};
@@ -445,6 +445,7 @@ impl Scene {
             .stdout(fs::File::create(&stdout).expect("create the stdout file"))
             .stderr(fs::File::create(&stderr).expect("create the stderr file"))
             .process_group(0);
+        procs::with_default_signals(&mut command);
         configure(&mut command);
         let child = command.spawn().expect("spawn etcd-await-election");
         self.spawned
