@@ -18,6 +18,7 @@ use libc::{SIGCONT, SIGKILL, SIGSTOP, SIGTERM};
 use support::env::Timings;
 use support::marks::{now_ns, secs, Nanos, OnTerm, Start};
 use support::procs::alive;
+use support::proxy::Proxy;
 use support::wrapper::{Scene, Wrapper, SOON};
 use support::Kv;
 
@@ -457,6 +458,81 @@ fn two_instances_adopting_one_key_at_once_never_both_lead() {
     s.stop(loser, 0);
     assert_eq!(bs[l].code(SOON), 0, "{}", s.report());
     s.assert_one_at_a_time(&[winner, loser]);
+}
+
+/// Re-review N1: the waiter a (identity x, alone behind the leader c) reaches etcd through four
+/// proxies that hold every keepalive: its next keepalive is *sent* in time but tried endpoint
+/// after endpoint, each within its budget, so that etcd hears nothing from a past the kill point;
+/// b (identity x) adopts a's key. The proxies then let a's keepalive through, answered right
+/// after b's claim, and c leaves. a must count that late answer as the lapse it hid (or see b's
+/// claim of its key), never lead beside b.
+///
+/// The timings make the hole reachable: the held keepalive goes out a waiter interval (5.4 s)
+/// after a's last renewal, within RENEW_DEADLINE (16 s); b claims at about the kill point (18 s)
+/// plus a second, 13–14 s later, while a's call is still on its third or fourth endpoint (5 s
+/// each); and a's next keepalive follows the late answer less than RENEW_DEADLINE after the held
+/// one was sent, so counting renewals by their send times alone sees no lapse.
+#[test]
+fn a_waiter_whose_keepalive_was_answered_only_after_its_twin_adopted_the_key_never_leads_beside_it()
+{
+    let t = Timings {
+        lease_s: 20,
+        renew_ms: 16_000,
+        retry_ms: 5_000,
+    };
+    let s = Scene::new();
+    let mut c = s.candidate("c", t);
+    s.await_start("c", SOON);
+    let proxies: Vec<Proxy> = (0..4)
+        .map(|_| Proxy::start(&s.etcd().endpoint_hostport()))
+        .collect();
+    let endpoints: Vec<String> = proxies.iter().map(Proxy::url).collect();
+    let mut a = s.spawn(
+        "a",
+        s.env("x", t).set("ENDPOINTS", endpoints.join(",")),
+        s.child("a", OnTerm::Trap),
+    );
+    s.await_queued(&a, SOON);
+    let [_, shared]: [Kv; 2] = s.keys().try_into().expect("c's and a's keys");
+    for proxy in &proxies {
+        proxy.hold_matching(b"/v3/lease/keepalive");
+    }
+
+    let mut b = s.spawn("b", s.env("x", t), s.child("b", OnTerm::Trap));
+    s.wait("b adopts a's key", t.lease() + SOON, || {
+        b.stderr().contains(ADOPTED)
+    });
+    for proxy in &proxies {
+        proxy.thaw();
+    }
+    let held: usize = proxies.iter().map(Proxy::held).sum();
+    assert!(
+        held >= 3,
+        "a's keepalive was not tried on at least three held endpoints ({held}): test broken\n{}",
+        s.report()
+    );
+
+    s.stop("c", 0);
+    assert_eq!(c.code(SOON), 0, "{}", s.report());
+    let b_start = s.await_start("b", SOON);
+    assert_eq!(b_start.key, shared.key, "{}", s.report());
+    // Asserting that nothing happens: a, queued behind b with a fresh key, must not start.
+    thread::sleep(Duration::from_secs(1));
+    assert!(
+        s.start_of("a").is_none(),
+        "a and b both lead on one key\n{}",
+        s.report()
+    );
+    assert!(
+        a.stderr().contains(CLASH),
+        "a did not report that its key was taken\n{}",
+        s.report()
+    );
+    still_leads_then_stops(&s, &mut b, &b_start, "b stopped leading");
+    a.signal(SIGTERM);
+    assert_eq!(a.code(SOON), 128 + SIGTERM, "{}", s.report());
+    s.assert_one_at_a_time(&["c", "b"]);
+    assert!(s.keys().is_empty(), "keys left:\n{}", s.report());
 }
 
 /// Review F4: the leader a's wrapper stalls past its kill point (its command dies then, by the

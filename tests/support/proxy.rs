@@ -8,7 +8,8 @@
 //!   future (new connections are accepted, and connected upstream, but carry nothing);
 //! - [`Proxy::freeze_existing`] stops only the connections open now; later ones pass;
 //! - [`Proxy::hold_matching`] stops every connection, current or future, once the bytes its client
-//!   sent contain a pattern (e.g. `/v3/lease/keepalive`: the request carrying it is not forwarded);
+//!   sent contain a pattern (e.g. `/v3/lease/keepalive`: the request carrying it is not forwarded;
+//!   [`Proxy::held`] counts them);
 //! - [`Proxy::thaw`] lets everything flow again (held bytes are delivered late) and forgets the
 //!   patterns;
 //! - [`Proxy::close_all`] closes every connection, dropping what was held.
@@ -69,6 +70,8 @@ struct State {
     from_target: HashMap<u64, Vec<u8>>,
     /// Connections whose client sent one of these are frozen.
     hold: Vec<Vec<u8>>,
+    /// How many connections [`Proxy::hold_matching`] has frozen.
+    held: usize,
     /// Why connections could not be set up (bounded).
     failures: Vec<String>,
 }
@@ -194,6 +197,11 @@ impl Proxy {
     /// When bytes were last handed to the target (taken just before the write).
     pub fn last_forwarded_upstream(&self) -> Option<SystemTime> {
         self.shared.lock().last_upstream
+    }
+
+    /// How many connections [`Proxy::hold_matching`] has stopped so far.
+    pub fn held(&self) -> usize {
+        self.shared.lock().held
     }
 
     /// How many connections (open or finished) carried `needle` from the target to the client.
@@ -380,8 +388,9 @@ fn pass_gate(shared: &Shared, id: u64, upstream: bool, chunk: &[u8]) -> bool {
         if let Some(conn) = state.conns.get_mut(&id) {
             let room = KEPT_REQUEST_BYTES.saturating_sub(conn.sent.len());
             conn.sent.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if state.hold.iter().any(|p| contains(&conn.sent, p)) {
+            if !conn.frozen && state.hold.iter().any(|p| contains(&conn.sent, p)) {
                 conn.frozen = true;
+                state.held += 1;
             }
         }
     }
