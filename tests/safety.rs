@@ -642,6 +642,45 @@ fn a_preempted_leader_whose_watch_died_silently_stops_within_an_interval_and_a_r
     proxy.close_all();
 }
 
+/// Review 3, R3: a waiter alone behind the leader leads on the deletion its one stream reported
+/// (that stream carries its own key too), and keeps that stream as its own-key watch. Its key
+/// deleted, it must stop at once, told by that stream: its first read of its key comes only a
+/// keepalive interval (5 s here) after it leads.
+#[test]
+fn a_leader_made_by_its_only_predecessors_deletion_still_sees_its_own_key_deleted_at_once() {
+    let t = Timings {
+        lease_s: 20,
+        renew_ms: 16_000,
+        retry_ms: 5_000,
+    };
+    let s = Scene::new();
+    let mut c = s.candidate("c", t);
+    s.await_start("c", LEAD);
+    let mut a = s.candidate("a", t);
+    s.await_queued(&a, LEAD);
+    s.stop("c", 0);
+    assert_eq!(c.code(SOON), 0, "{}", s.report());
+    let start = s.await_start("a", SOON);
+    let group = group_of(start.pid).expect("a's child runs");
+    let [key]: [Kv; 1] = s.keys().try_into().expect("a's key alone");
+
+    let deleted_at = delete(&s, &key);
+    s.wait("a's child's process group gone", t.lease(), || {
+        !group_alive(group)
+    });
+    let dead_at = now_ns();
+    let bound = Duration::from_secs(2);
+    assert!(
+        dead_at - deleted_at < bound.as_nanos() as Nanos,
+        "a's child ran on {} after its key was deleted: its watch did not tell it\n{}",
+        secs(dead_at - deleted_at),
+        s.report()
+    );
+    assert!(s.at("term", "a").is_none(), "{}", s.report());
+    assert_eq!(a.code(SOON), 75, "{}", s.report());
+    assert!(s.keys().is_empty(), "keys left:\n{}", s.report());
+}
+
 #[test]
 fn a_preempted_leader_that_can_neither_watch_nor_read_its_key_stops_by_the_renew_deadline() {
     // Review F3: a's watches and its reads of its key hang (as without read permission on the

@@ -11,6 +11,8 @@
 //!   except when our own key is watched alone or with one key ahead: then writes are reported
 //!   too, and a write of our key that did not give it our stamp (an instance with our identity
 //!   claiming it) is told at once.
+//! - The stream of our key and the key ahead goes on after the key ahead is deleted, reporting on
+//!   our key alone: the leader that deletion made keeps it as its own-key watch.
 //! - A watch that ends is re-established from the next revision; one that stays silent past the
 //!   client's idle timeout counts as dead and is replaced. Every watch asks etcd to end it when the
 //!   member loses its raft leader, so a member cut off from the cluster cannot hide a deletion.
@@ -100,6 +102,22 @@ impl Watched {
             .filter(|e| e.kind == EventKind::Put && e.kv.key == own.as_bytes())
             .find(|e| e.kv.mod_revision != stamp)
             .map(|e| (e.kv.mod_revision, e.kv.lease))
+    }
+
+    /// Whether this is the stream of our key and the one key ahead of it (no prefix): after the
+    /// key ahead is deleted, it is the leader's own-key watch.
+    fn pairs_own_with_ahead(&self) -> bool {
+        self.own.is_some() && self.prefix.is_none() && !self.ahead.is_empty()
+    }
+
+    /// Stops reporting on the keys ahead that `events` delete.
+    fn forget_deleted(&mut self, events: &[WatchEvent]) {
+        let deleted = |k: &String| {
+            events
+                .iter()
+                .any(|e| e.kind == EventKind::Delete && e.kv.key == k.as_bytes())
+        };
+        self.ahead.retain(|k| !deleted(k));
     }
 
     /// Which of our keys `events` delete (ours, one ahead), and at which revision (the last such
@@ -280,13 +298,21 @@ impl Watcher {
                         });
                     }
                     if let Some((own, ahead, revision)) = self.keys.deletions(&events) {
-                        return self.tell(Alert::Deleted {
+                        let alert = Alert::Deleted {
                             session,
                             watch: watch_id,
                             own,
                             ahead,
                             revision,
-                        });
+                        };
+                        if own || !self.keys.pairs_own_with_ahead() {
+                            return self.tell(alert);
+                        }
+                        // Only the key ahead went, on the stream that also carries ours: we may
+                        // lead on it, so it goes on watching our key (keys below ours never
+                        // come back).
+                        let _ = self.alerts.send(alert);
+                        self.keys.forget_deleted(&events);
                     }
                     for event in &events {
                         self.next_revision = self
@@ -327,4 +353,73 @@ fn is_idle_timeout(error: &etcd::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::KeyValue;
+
+    fn event(kind: EventKind, key: &str, revision: i64) -> WatchEvent {
+        WatchEvent {
+            kind,
+            kv: KeyValue {
+                key: key.as_bytes().to_vec(),
+                mod_revision: revision,
+                ..KeyValue::default()
+            },
+        }
+    }
+
+    fn pair() -> Watched {
+        Watched {
+            own: Some("l/b".into()),
+            stamp: Some(3),
+            ahead: vec!["l/a".into()],
+            prefix: None,
+        }
+    }
+
+    #[test]
+    fn the_pair_stream_goes_on_for_our_key_alone_once_the_key_ahead_is_deleted() {
+        let mut keys = pair();
+        assert!(keys.pairs_own_with_ahead());
+        let gone = [event(EventKind::Delete, "l/a", 7)];
+        assert_eq!(keys.deletions(&gone), Some((false, true, 7)));
+        keys.forget_deleted(&gone);
+        assert!(keys.ahead.is_empty() && !keys.pairs_own_with_ahead());
+        // From then on it reports our key: its deletion, and a write that is not ours.
+        let ours = [event(EventKind::Delete, "l/b", 9)];
+        assert_eq!(keys.deletions(&ours), Some((true, false, 9)));
+        assert_eq!(
+            keys.rewrite(&[event(EventKind::Put, "l/b", 8)]),
+            Some((8, 0))
+        );
+        // Re-opened (idle timeout), it asks for our key alone, writes included.
+        let request = keys.request(10);
+        assert_eq!(
+            (request.key.as_slice(), request.range_end.is_empty()),
+            (&b"l/b"[..], true)
+        );
+        assert!(!request.deletes_only);
+    }
+
+    #[test]
+    fn other_watches_end_with_the_deletion_they_report() {
+        let ahead_only = Watched {
+            ahead: vec!["l/a".into()],
+            ..Watched::default()
+        };
+        let own_only = Watched {
+            own: Some("l/b".into()),
+            ..Watched::default()
+        };
+        let prefix = Watched {
+            prefix: Some("l/".into()),
+            ..pair()
+        };
+        for keys in [ahead_only, own_only, prefix] {
+            assert!(!keys.pairs_own_with_ahead(), "{keys:?}");
+        }
+    }
 }
