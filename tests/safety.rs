@@ -23,6 +23,7 @@
 
 mod support;
 
+use std::ffi::OsString;
 use std::thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -819,4 +820,55 @@ fn a_stopped_leaders_child_is_killed_by_its_guardian_at_the_kill_point() {
     s.wait("only b holds a key", SLACK, || s.identities() == ["b"]);
     s.stop("b", 0);
     assert_eq!(b.code(SOON), 0, "{}", s.report());
+}
+
+/// Review 3, R2: the command SIGSTOPs its guardian (which leads the command's process group, so
+/// `kill -STOP <its pgid>` reaches the guardian alone; SIGSTOP cannot be blocked), then the wrapper
+/// stalls too. The wrapper resumed its guardian as soon as it stopped, so the guardian still kills
+/// the command at the kill point.
+#[test]
+fn a_guardian_stopped_by_its_command_is_resumed_and_still_meets_the_kill_point() {
+    let t = Timings {
+        lease_s: 5,
+        renew_ms: 2000,
+        retry_ms: 500,
+    };
+    let s = Scene::new();
+    let stop_the_guardian = "kill -STOP \"$(cut -d' ' -f5 /proc/$$/stat)\"; exec \"$@\"";
+    let mut args: Vec<OsString> = ["sh", "-c", stop_the_guardian, "sh"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    args.extend(s.child("a", OnTerm::Trap));
+    let mut a = s.spawn("a", s.env("a", t), args);
+    let pid = s.await_start("a", LEAD).pid;
+    let guardian = group_of(pid).expect("a's child runs");
+    s.wait("a resumes its stopped guardian", SOON, || {
+        a.stderr().contains("guardian was stopped; resumed it")
+    });
+    s.wait("a's guardian runs", SOON, || state(guardian) != Some('T'));
+
+    a.signal(SIGSTOP);
+    let stopped_at = now_ns();
+    let lease_lives_until = stopped_at + t.lease_ns() - Nanos::from(t.retry_ms) * 1_000_000;
+    s.wait("a's wrapper stopped", SOON, || state(a.pid()) == Some('T'));
+    s.wait("a's child's process group gone", t.lease() + SLACK, || {
+        !group_alive(guardian)
+    });
+    let dead_at = now_ns();
+    assert_eq!(
+        state(a.pid()),
+        Some('T'),
+        "a's wrapper ran again before its child died\n{}",
+        s.report()
+    );
+    assert!(
+        dead_at < lease_lives_until,
+        "a's child was still alive {} after a's wrapper stopped, when its lease could expire\n{}",
+        secs(dead_at - stopped_at),
+        s.report()
+    );
+    a.signal(SIGCONT);
+    assert_eq!(a.code(SOON), 75, "{}", s.report());
+    s.wait("a's key gone", t.lease() + SLACK, || s.keys().is_empty());
 }

@@ -11,8 +11,11 @@
 //!   hung.
 //! - It ignores and blocks every signal it can (real-time ones included), closes every other
 //!   file, and only ever calls async-signal-safe functions (a fork of a threaded process).
+//! - SIGSTOP cannot be blocked: a guardian that is stopped (its command can signal it) is resumed
+//!   by the reaper at once ([`is_guardian`]).
 
 use std::io;
+use std::sync::Mutex;
 
 use crate::clock::BootInstant;
 
@@ -20,6 +23,25 @@ use crate::clock::BootInstant;
 const GUARD_TICK_MS: libc::c_int = 100;
 /// One message on the lifeline: a kill point, in nanoseconds of `CLOCK_BOOTTIME`.
 const KILL_POINT_BYTES: usize = 8;
+
+/// The pids of our guardians that have not been reaped (the armed one, the next one forked ahead).
+static UNREAPED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Whether `pid` is one of our guardians.
+pub(super) fn is_guardian(pid: i32) -> bool {
+    UNREAPED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&pid)
+}
+
+/// `pid` was reaped: it is no guardian of ours any more.
+pub(super) fn reaped(pid: i32) {
+    UNREAPED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|&g| g != pid);
+}
 
 /// A running guardian; its group is the command's.
 pub struct Guardian {
@@ -70,6 +92,7 @@ impl Guardian {
         // Also set from here: the command must not be able to join before the group exists.
         // SAFETY: setpgid on our own child.
         unsafe { libc::setpgid(pid, pid) };
+        UNREAPED.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
         Ok(Guardian {
             pid,
             lifeline,

@@ -21,7 +21,8 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
-use super::Input;
+use super::{guardian, Input};
+use crate::log;
 
 /// Largest tree walked in one sweep (a fork bomb must not make the sweep unbounded).
 const MAX_DESCENDANTS: usize = 65_536;
@@ -47,12 +48,22 @@ impl Reaper {
         let mut seen = 0;
         loop {
             // Until ECHILD: no children now.
-            while let Some(pid) = await_exited_child() {
+            while let Some(change) = await_child_change() {
+                let pid = match change {
+                    Change::Exited(pid) => pid,
+                    Change::Stopped(pid) => {
+                        resume_if_guardian(pid);
+                        continue;
+                    }
+                };
                 let mut status = 0;
                 let gate = REAP_GATE.lock().unwrap_or_else(|p| p.into_inner());
                 // SAFETY: waitpid writes only to `status`; `pid` has exited, so it does not block.
                 let reaped = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
                 drop(gate);
+                if reaped == pid {
+                    guardian::reaped(pid);
+                }
                 if reaped == pid && events.send(Input::Reaped { pid, status }).is_err() {
                     return;
                 }
@@ -70,24 +81,58 @@ impl Reaper {
     }
 }
 
-/// Waits until a child has exited and returns its pid, without reaping it; `None` when there
-/// are no children.
-fn await_exited_child() -> Option<i32> {
+/// A child's change of state, as [`await_child_change`] sees it.
+enum Change {
+    /// It exited (not reaped yet).
+    Exited(i32),
+    /// It was stopped (already taken note of).
+    Stopped(i32),
+}
+
+/// Waits until a child exits or stops; `None` when there are no children. An exited child is
+/// not reaped; a stop is taken note of, so that it is not reported again.
+fn await_child_change() -> Option<Change> {
     loop {
+        let flags = libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT;
         // SAFETY: siginfo_t is plain data; waitid with WNOWAIT writes only `info` and reaps
         // nothing.
-        let (result, pid) = unsafe {
+        let (result, pid, code) = unsafe {
             let mut info: libc::siginfo_t = std::mem::zeroed();
-            let result = libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT);
-            (result, info.si_pid())
+            let result = libc::waitid(libc::P_ALL, 0, &mut info, flags);
+            (result, info.si_pid(), info.si_code)
         };
         if result == 0 && pid > 0 {
-            return Some(pid);
+            if code != libc::CLD_STOPPED && code != libc::CLD_TRAPPED {
+                return Some(Change::Exited(pid));
+            }
+            // SAFETY: as above; without WNOWAIT this consumes the stop (or finds none: the
+            // child was continued meanwhile), and WNOHANG keeps it from waiting.
+            unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                let flags = libc::WSTOPPED | libc::WNOHANG;
+                libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags);
+            }
+            return Some(Change::Stopped(pid));
         }
         if result == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return None;
         }
     }
+}
+
+/// A stopped guardian (its command can SIGSTOP it) could not meet the kill point: resume it.
+fn resume_if_guardian(pid: i32) {
+    if !guardian::is_guardian(pid) {
+        return;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our unreaped child.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+    }
+    log::warn(
+        "the command's guardian was stopped; resumed it",
+        &[("guardian", &pid)],
+    );
 }
 
 /// Starts the reaping thread.
