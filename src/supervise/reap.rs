@@ -18,6 +18,7 @@
 use std::fs;
 use std::io;
 use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
@@ -121,7 +122,9 @@ fn await_child_change() -> Option<Change> {
 }
 
 /// A stopped guardian (its command can SIGSTOP it) could not meet the kill point: resume it.
+/// Logged once per guardian (a command may do it in a loop).
 fn resume_if_guardian(pid: i32) {
+    static LOGGED_FOR: AtomicI32 = AtomicI32::new(0);
     if !guardian::is_guardian(pid) {
         return;
     }
@@ -129,10 +132,12 @@ fn resume_if_guardian(pid: i32) {
     unsafe {
         libc::kill(pid, libc::SIGCONT);
     }
-    log::warn(
-        "the command's guardian was stopped; resumed it",
-        &[("guardian", &pid)],
-    );
+    if LOGGED_FOR.swap(pid, Ordering::Relaxed) != pid {
+        log::warn(
+            "the command's guardian was stopped; resumed it",
+            &[("guardian", &pid)],
+        );
+    }
 }
 
 /// Starts the reaping thread.
