@@ -17,8 +17,8 @@
 
 use std::fs;
 use std::io;
-use std::sync::mpsc::Sender;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
