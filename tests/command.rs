@@ -144,6 +144,31 @@ fn sigterm_to_the_leader_reaches_its_child_and_the_follower_takes_over() {
     assert!(s.keys().is_empty(), "keys left:\n{}", s.report());
 }
 
+/// A command that makes the wrapper its tracer (`PTRACE_TRACEME`, an anti-debugging trick) would
+/// stop for good at its next `execve` or signal, with a wrapper deaf to SIGTERM: the wrapper lets
+/// it go, and signals reach it as before.
+#[test]
+fn a_command_that_makes_the_wrapper_its_tracer_runs_and_hears_signals() {
+    let traceme = "import ctypes, os, sys\n\
+                   ctypes.CDLL(None, use_errno=True).ptrace(0, 0, None, None)\n\
+                   os.execvp(sys.argv[1], sys.argv[1:])";
+    let s = Scene::new();
+    let mut args: Vec<OsString> = ["python3", "-c", traceme]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    args.extend(s.child("a", OnTerm::Trap));
+    let mut a = s.spawn("a", s.env("a", STEADY), args);
+    s.await_start("a", SOON);
+    s.wait("a detaches its tracee", SOON, || {
+        a.stderr().contains("detached it")
+    });
+    a.signal(SIGTERM);
+    assert_eq!(a.code(SOON), 0, "{}", s.report());
+    assert!(s.at("term", "a").is_some(), "{}", s.report());
+    assert!(s.keys().is_empty(), "keys left:\n{}", s.report());
+}
+
 #[test]
 fn other_signals_reach_the_leader_child_without_ending_leadership() {
     let s = Scene::new();

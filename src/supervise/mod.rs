@@ -114,7 +114,16 @@ impl Recampaign {
 pub enum Input {
     Election(Notice),
     Signal(i32),
-    Reaped { pid: i32, status: i32 },
+    Reaped {
+        pid: i32,
+        status: i32,
+    },
+    /// A child we trace stopped (the command asked for it: `PTRACE_TRACEME`); only this thread,
+    /// which started it, can let it go ([`reap::release_tracee`]).
+    Traced {
+        pid: i32,
+        signal: i32,
+    },
 }
 
 /// The supervisor's inbox, with signal handling and reaping running.

@@ -56,6 +56,12 @@ impl Reaper {
                         resume_if_guardian(pid);
                         continue;
                     }
+                    Change::Traced(pid, signal) => {
+                        if events.send(Input::Traced { pid, signal }).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                 };
                 let mut status = 0;
                 let gate = REAP_GATE.lock().unwrap_or_else(|p| p.into_inner());
@@ -88,6 +94,8 @@ enum Change {
     Exited(i32),
     /// It was stopped (already taken note of).
     Stopped(i32),
+    /// It was stopped as our tracee, with this signal (already taken note of).
+    Traced(i32, i32),
 }
 
 /// Waits until a child exits or stops; `None` when there are no children. An exited child is
@@ -97,10 +105,10 @@ fn await_child_change() -> Option<Change> {
         let flags = libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT;
         // SAFETY: siginfo_t is plain data; waitid with WNOWAIT writes only `info` and reaps
         // nothing.
-        let (result, pid, code) = unsafe {
+        let (result, pid, code, signal) = unsafe {
             let mut info: libc::siginfo_t = std::mem::zeroed();
             let result = libc::waitid(libc::P_ALL, 0, &mut info, flags);
-            (result, info.si_pid(), info.si_code)
+            (result, info.si_pid(), info.si_code, info.si_status())
         };
         if result == 0 && pid > 0 {
             if code != libc::CLD_STOPPED && code != libc::CLD_TRAPPED {
@@ -113,7 +121,10 @@ fn await_child_change() -> Option<Change> {
                 let flags = libc::WSTOPPED | libc::WNOHANG;
                 libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags);
             }
-            return Some(Change::Stopped(pid));
+            return Some(match code {
+                libc::CLD_TRAPPED => Change::Traced(pid, signal),
+                _ => Change::Stopped(pid),
+            });
         }
         if result == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return None;
@@ -136,6 +147,30 @@ fn resume_if_guardian(pid: i32) {
         log::warn(
             "the command's guardian was stopped; resumed it",
             &[("guardian", &pid)],
+        );
+    }
+}
+
+/// Lets a command that made us its tracer (`PTRACE_TRACEME`) run on untraced: it would otherwise
+/// stay stopped for good. Call from the thread that started it (the tracer). The signal it stopped
+/// with is delivered, except the SIGTRAP that marks a traced `execve`, as a debugger would.
+/// Logged once.
+pub(super) fn release_tracee(pid: i32, signal: i32) {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let deliver = if signal == libc::SIGTRAP { 0 } else { signal };
+    // SAFETY: PTRACE_DETACH takes a pid and a signal number; the address is ignored.
+    unsafe {
+        libc::ptrace(
+            libc::PTRACE_DETACH,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            deliver as usize as *mut libc::c_void,
+        );
+    }
+    if !LOGGED.swap(true, Ordering::Relaxed) {
+        log::warn(
+            "a process of the command made the wrapper its tracer (PTRACE_TRACEME); detached it",
+            &[("pid", &pid)],
         );
     }
 }

@@ -60,6 +60,7 @@ impl Supervisor {
                     log::warn(killed_because(loss), &[("reason", &loss)]);
                 }
                 Ok(Input::Election(notice)) => self.note(notice),
+                Ok(Input::Traced { pid, signal }) => reap::release_tracee(pid, signal),
                 Ok(_) | Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return false,
             }
@@ -77,6 +78,7 @@ impl Supervisor {
                     return true;
                 }
                 Input::Election(notice) => self.note(notice),
+                Input::Traced { pid, signal } => reap::release_tracee(pid, signal),
                 _ => {}
             }
         }
@@ -116,8 +118,10 @@ impl Supervisor {
                 .inbox
                 .inbox
                 .recv_timeout(sweep_at.saturating_duration_since(now));
-            if let Ok(Input::Election(notice)) = input {
-                self.note(notice);
+            match input {
+                Ok(Input::Election(notice)) => self.note(notice),
+                Ok(Input::Traced { pid, signal }) => reap::release_tracee(pid, signal),
+                _ => {}
             }
         }
     }

@@ -98,6 +98,7 @@ impl Supervisor {
                     return Err(128 + signal);
                 }
                 Input::Reaped { pid, .. } => self.reaped(pid),
+                Input::Traced { pid, signal } => reap::release_tracee(pid, signal),
                 Input::Signal(_) => {}
             }
         }
@@ -173,6 +174,7 @@ impl Supervisor {
                     return Err(128 + signal)
                 }
                 Input::Reaped { pid, .. } => self.reaped(pid),
+                Input::Traced { pid, signal } => reap::release_tracee(pid, signal),
                 Input::Signal(_) => {}
             }
         }
@@ -322,6 +324,7 @@ impl Supervisor {
                     }
                 }
                 Input::Reaped { .. } => {}
+                Input::Traced { pid, signal } => reap::release_tracee(pid, signal),
                 Input::Signal(signal) => forward(child.pid, signal),
                 Input::Election(Notice::Lost(loss)) => {
                     reap::signal_tree(child.group, libc::SIGKILL);
@@ -353,6 +356,7 @@ impl Supervisor {
                 }
                 Ok(Input::Election(notice)) => self.note(notice),
                 Ok(Input::Reaped { pid, .. }) => self.reaped(pid),
+                Ok(Input::Traced { pid, signal }) => reap::release_tracee(pid, signal),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => return Ok(()),
                 Err(RecvTimeoutError::Disconnected) => return Err(exit::UNAVAILABLE),
