@@ -169,6 +169,23 @@ fn a_command_that_makes_the_wrapper_its_tracer_runs_and_hears_signals() {
     assert!(s.keys().is_empty(), "keys left:\n{}", s.report());
 }
 
+/// A command that is stopped (Ctrl-Z, SIGSTOP) still hears a SIGTERM to the wrapper: it is
+/// continued after the signal is forwarded, as systemd does.
+#[test]
+fn sigterm_reaches_a_stopped_command() {
+    let s = Scene::new();
+    let mut a = s.candidate("a", STEADY);
+    let start = s.await_start("a", SOON);
+    send(start.pid, libc::SIGSTOP);
+    s.wait("a's command stopped", SOON, || {
+        state(start.pid) == Some('T')
+    });
+    a.signal(SIGTERM);
+    assert_eq!(a.code(SOON), 0, "{}", s.report());
+    assert!(s.at("term", "a").is_some(), "{}", s.report());
+    assert!(s.keys().is_empty(), "keys left:\n{}", s.report());
+}
+
 #[test]
 fn other_signals_reach_the_leader_child_without_ending_leadership() {
     let s = Scene::new();

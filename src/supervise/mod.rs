@@ -254,11 +254,16 @@ fn killed_because(loss: Loss) -> &'static str {
     }
 }
 
-/// Forwards a signal to the command itself (it forwards further as it sees fit).
+/// Forwards a signal to the command itself (it forwards further as it sees fit). A leave signal
+/// is followed by SIGCONT, as systemd does: a command that is stopped (Ctrl-Z, SIGSTOP) could not
+/// act on it otherwise.
 fn forward(pid: i32, signal: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe {
         libc::kill(pid, signal);
+        if signals::LEAVE.contains(&signal) {
+            libc::kill(pid, libc::SIGCONT);
+        }
     }
 }
 
