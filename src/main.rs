@@ -12,7 +12,7 @@ use etcd_await_election::election::{Election, RenewalClock};
 use etcd_await_election::etcd::{self, Client};
 use etcd_await_election::log;
 use etcd_await_election::status::{self, Sources, Status};
-use etcd_await_election::supervise::{self, exit as code, Inbox};
+use etcd_await_election::supervise::{self, exit as code, Mailbox};
 
 /// How long the last log lines may take to reach a stalled stderr before the process exits.
 const LOG_FLUSH: Duration = Duration::from_secs(1);
@@ -32,9 +32,8 @@ fn main() {
         }
         Err(error) => config_error(error),
     };
-    // Before any thread exists: the signal mask every thread inherits, and the command's guardian.
+    // Before any thread exists: the signal mask every thread inherits.
     supervise::prepare_process();
-    let guardian = supervise::fork_guardian();
     log::init(config.log_format == config::LogFormat::Json);
     if let Some(warning) = &warning {
         log::warn(warning, &[]);
@@ -42,20 +41,24 @@ fn main() {
     let client = connect(&config);
     log::info("starting", &[("config", &config.summary())]);
     let listener = config.status_endpoint.as_deref().map(bind_status);
-    let inbox = match Inbox::start() {
-        Ok(inbox) => inbox,
-        Err(error) => {
-            log::error("cannot install signal handlers", &[("error", &error)]);
-            finish(code::UNAVAILABLE)
-        }
-    };
+    // The election's first request goes out first; the rest of the start-up overlaps its answer.
+    let mailbox = Mailbox::new();
     let clock = Arc::new(RenewalClock::new(config.renew_deadline));
     let election = Election::start(
         client,
         config.election_settings(),
         Arc::clone(&clock),
-        inbox.notifier(),
+        mailbox.notifier(),
     );
+    let inbox = match mailbox.open() {
+        Ok(inbox) => inbox,
+        Err(error) => {
+            log::error("cannot install signal handlers", &[("error", &error)]);
+            let _ = election.resign();
+            finish(code::UNAVAILABLE)
+        }
+    };
+    let guardian = supervise::fork_guardian();
     let sources = Sources {
         leader: Box::new(election.leader_source()),
         renewal_age: Box::new(move || clock.age()),

@@ -35,9 +35,10 @@ use supervisor::{Ended, Supervisor};
 pub use guardian::Guardian;
 pub use signals::prepare_process;
 
-/// Forks the command's first guardian, early: while the process is small and has one thread, and
-/// before the election's threads start (a fork holds the address space's lock; a thread that maps
-/// memory meanwhile waits). `None` when it cannot be forked now: the supervisor tries again.
+/// Forks the command's first guardian, early (while the process is small), but once the election
+/// and the supervisor's threads run, when the election's first request is usually out: a fork
+/// holds the address space's lock, and a thread that maps or touches new memory meanwhile waits. `None` when it cannot be forked now: the supervisor
+/// tries again.
 pub fn fork_guardian() -> Option<Guardian> {
     Guardian::start().ok()
 }
@@ -128,7 +129,8 @@ pub enum Input {
 
 /// The supervisor's inbox, with signal handling and reaping running.
 pub struct Inbox {
-    events: Sender<Input>,
+    /// Keeps the channel open while the inbox lives.
+    _events: Sender<Input>,
     inbox: Receiver<Input>,
     reaper: Arc<reap::Reaper>,
 }
@@ -144,20 +146,18 @@ impl Inbox {
     }
 }
 
-impl Inbox {
-    /// Starts the signal and reaping threads and registers as the reaper of orphaned descendants.
-    /// Call after [`prepare_process`] and before the election starts.
-    pub fn start() -> io::Result<Inbox> {
-        become_subreaper();
+/// The supervisor's inbox before its threads run: the election may start (and report) first, so
+/// that its first request is not held up by them. Signals wait meanwhile: [`prepare_process`]
+/// blocked them.
+pub struct Mailbox {
+    events: Sender<Input>,
+    inbox: Receiver<Input>,
+}
+
+impl Mailbox {
+    pub fn new() -> Mailbox {
         let (events, inbox) = channel();
-        let reaper = reap::start(events.clone())?;
-        let poked = Arc::clone(&reaper);
-        signals::start(events.clone(), move || poked.poke())?;
-        Ok(Inbox {
-            events,
-            inbox,
-            reaper,
-        })
+        Mailbox { events, inbox }
     }
 
     /// The callback through which the election reports.
@@ -166,6 +166,27 @@ impl Inbox {
         move |notice| {
             let _ = events.send(Input::Election(notice));
         }
+    }
+
+    /// Starts the signal and reaping threads and registers as the reaper of orphaned descendants.
+    /// Call after [`prepare_process`].
+    pub fn open(self) -> io::Result<Inbox> {
+        let Mailbox { events, inbox } = self;
+        become_subreaper();
+        let reaper = reap::start(events.clone())?;
+        let poked = Arc::clone(&reaper);
+        signals::start(events.clone(), move || poked.poke())?;
+        Ok(Inbox {
+            _events: events,
+            inbox,
+            reaper,
+        })
+    }
+}
+
+impl Default for Mailbox {
+    fn default() -> Mailbox {
+        Mailbox::new()
     }
 }
 
