@@ -221,6 +221,7 @@ pub fn run(
         status,
         systemd,
         spare: guardian,
+        retired: None,
     };
     loop {
         supervisor.prepare_guardian();
@@ -237,13 +238,7 @@ pub fn run(
             backoff.reset();
         }
         let pause = backoff.pause(Instant::now());
-        supervisor.status.stepping_down();
-        if let Err(error) = supervisor.election.resign() {
-            log::warn(
-                "cannot revoke the lease; it will expire by itself",
-                &[("error", &error)],
-            );
-        }
+        supervisor.resign();
         supervisor.status.recampaigning();
         supervisor.systemd.status("campaigning again");
         log::info(

@@ -94,12 +94,17 @@ impl Supervisor {
     }
 
     /// Kills whatever is left of the command's tree and waits (bounded) until no child of ours is
-    /// left but the guardian (killed with the group, but running nothing of the command): as a
-    /// subreaper, that is the whole tree. Only then may the lease go. The group was
-    /// killed already and usually goes within a millisecond; only what outlives that (processes
-    /// that left the group) costs a walk of `/proc`.
+    /// left but the guardian (running nothing of the command): as a subreaper, that is the whole
+    /// tree. Only then may the lease go. A command that leaves nothing behind costs one look at
+    /// our children; otherwise its tree is killed at once (the group usually goes within a
+    /// millisecond) and swept again while something is left (processes that left the group cost
+    /// a walk of `/proc`).
     pub(super) fn await_tree_gone(&mut self, child: &Child) {
         let started = Instant::now();
+        if !reap::children_left_besides(child.group) {
+            return;
+        }
+        reap::signal_tree(child.group, libc::SIGKILL);
         let mut sweep_at = started + GROUP_GONE;
         while reap::children_left_besides(child.group) {
             let now = Instant::now();

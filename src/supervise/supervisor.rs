@@ -26,6 +26,9 @@ pub(super) struct Supervisor {
     pub(super) systemd: Notifier,
     /// A guardian forked ahead of time, so that no fork stands between leading and the command.
     pub(super) spare: Option<Guardian>,
+    /// The guardian of a command that is gone with its whole tree, kept until the lease went:
+    /// killing it sooner would put its exit (it is a fork of ours) on the path to the revoke.
+    pub(super) retired: Option<Guardian>,
 }
 
 /// How one leadership ended.
@@ -49,7 +52,15 @@ pub(super) struct Child {
 
 impl Supervisor {
     /// Revokes the lease and passes the exit code through.
-    pub(super) fn leave(&self, code: i32) -> i32 {
+    pub(super) fn leave(&mut self, code: i32) -> i32 {
+        self.resign();
+        log::info("exiting", &[("code", &code)]);
+        code
+    }
+
+    /// Revokes the lease; then the retired guardian goes (its lifeline closes: it kills its group,
+    /// which is itself alone by then).
+    pub(super) fn resign(&mut self) {
         self.status.stepping_down();
         if let Err(error) = self.election.resign() {
             log::warn(
@@ -57,8 +68,7 @@ impl Supervisor {
                 &[("error", &error)],
             );
         }
-        log::info("exiting", &[("code", &code)]);
-        code
+        self.retired = None;
     }
 
     pub(super) fn await_leadership(&mut self) -> Result<Leadership, i32> {
@@ -147,6 +157,7 @@ impl Supervisor {
         };
         let (code, ended) = self.supervise(&child);
         self.await_tree_gone(&child);
+        self.retired = Some(child.guardian);
         (code, ended)
     }
 
@@ -301,7 +312,7 @@ impl Supervisor {
             };
             match input {
                 Input::Reaped { pid, status } if pid == child.pid => {
-                    reap::signal_group(child.group, libc::SIGKILL);
+                    // What is left of its tree is killed before the lease goes (await_tree_gone).
                     let code = exit_code(status);
                     self.status.child(false, Some(code));
                     log::info("child exited", &[("pid", &pid), ("code", &code)]);
