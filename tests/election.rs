@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use etcd_await_election::etcd::{Client, ClientConfig};
 use libc::{SIGINT, SIGKILL};
 use support::env::{Timings, STEADY};
 use support::marks::{now_ns, secs, Nanos, OnTerm};
@@ -429,6 +430,36 @@ impl Drop for Elect {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The waiter watches the key ahead of it for writes too (a proclamation): a write too large for
+/// one line of the watch stream must not hold it up for good. Its watch hands the failure back as
+/// a new look, and it leads when its turn comes.
+#[test]
+fn a_write_too_large_for_a_watch_line_on_the_key_ahead_does_not_hold_up_the_waiter() {
+    let s = Scene::new();
+    let x = Elect::spawn(s.etcd(), &[s.lock(), "x"]);
+    s.wait("etcdctl elect x leads", SOON, || x.lines().len() >= 2);
+    let y = Elect::spawn(s.etcd(), &[s.lock(), "y"]);
+    s.await_keys(2, SOON);
+    let mut c = s.candidate("c", STEADY);
+    s.await_queued(&c, SOON);
+    let keys = s.await_keys(3, SOON);
+    // y's key (with its lease) takes a value whose event is over a MiB once in base64.
+    let client = Client::new(ClientConfig::new(vec![s.etcd().client_url()])).expect("client");
+    let huge = vec![b'y'; 900 * 1024];
+    client
+        .put(keys[1].key.as_bytes(), &huge, keys[1].lease)
+        .expect("put the large value");
+    // Each deletion ahead comes after that write on c's watch: it must get past it to lead.
+
+    x.signal(SIGINT);
+    s.wait("etcdctl elect y leads", SOON, || y.lines().len() >= 2);
+    y.signal(SIGINT);
+    let start = s.await_start("c", SOON);
+    assert_eq!(start.key, keys[2].key, "{}", s.report());
+    s.stop("c", 0);
+    assert_eq!(c.code(SOON), 0, "{}", s.report());
 }
 
 #[test]

@@ -10,16 +10,18 @@
 //! - Only deletions are asked for — a predecessor that rewrites a large value costs us nothing —
 //!   except when our own key is watched alone or with one key ahead: then writes are reported
 //!   too, and a write of our key that did not give it our stamp (an instance with our identity
-//!   claiming it) is told at once; and except for a predecessor watched alone ([`Watched::ahead_writes`]):
-//!   its write (a leader's proclamation) asks the candidate to look again, and the look usually
-//!   finds the predecessor leading, the only key ahead of us.
+//!   claiming it) is told at once; and except for a predecessor watched alone
+//!   ([`Watched::ahead_writes`]): its write (a leader's proclamation) asks the candidate to look
+//!   again, and the look usually finds the predecessor leading, the only key ahead of us.
 //! - The stream of our key and the key ahead goes on after the key ahead is deleted, reporting on
 //!   our key alone: the leader that deletion made keeps it as its own-key watch.
 //! - A watch that ends is re-established from the next revision; one that stays silent past the
 //!   client's idle timeout counts as dead and is replaced. Every watch asks etcd to end it when the
 //!   member loses its raft leader, so a member cut off from the cluster cannot hide a deletion.
 //! - A watch that fails (refused, cancelled by etcd, garbage) is retried after RETRY_PERIOD,
-//!   doubling to a cap; the first failure and the recovery are logged, nothing in between. A
+//!   doubling to a cap; the first failure and the recovery are logged, nothing in between. One
+//!   that reports the predecessor's writes hands a failure back to the candidate instead, as a
+//!   new look (paced like every look): a write too large for a line cannot hold it up. A
 //!   watch has recovered once etcd registered it — after a failure that was a stream ending as
 //!   soon as it was registered, only once it also carried something more or stayed open.
 
@@ -245,6 +247,15 @@ impl Watcher {
                 ),
                 Followed::Failed(reason) => (reason, false),
             };
+            if self.keys.ahead_writes {
+                // One write too large for a line would fail every stream re-opened before it:
+                // the candidate looks again instead, and watches from after the look.
+                let _ = self.alerts.send(Alert::Recheck {
+                    session: self.session,
+                    watch: self.id,
+                });
+                return;
+            }
             if self.health == Health::Healthy {
                 log::warn(
                     "watch failed; retrying",

@@ -37,8 +37,8 @@ pub use signals::prepare_process;
 
 /// Forks the command's first guardian, early (while the process is small), but once the election
 /// and the supervisor's threads run, when the election's first request is usually out: a fork
-/// holds the address space's lock, and a thread that maps or touches new memory meanwhile waits. `None` when it cannot be forked now: the supervisor
-/// tries again.
+/// holds the address space's lock, and a thread that maps or touches new memory meanwhile waits.
+/// `None` when it cannot be forked now: the supervisor tries again.
 pub fn fork_guardian() -> Option<Guardian> {
     Guardian::start().ok()
 }
