@@ -17,12 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use etcd_await_election::etcd::{Client, ClientConfig};
 use libc::{SIGINT, SIGKILL};
 use support::env::{Timings, STEADY};
 use support::marks::{now_ns, secs, Nanos, OnTerm};
 use support::procs::{alive, send};
-use support::proxy::Proxy;
 use support::wrapper::{Scene, SOON};
 use support::{etcdctl_bin, Etcd};
 
@@ -80,66 +78,6 @@ fn three_instances_lead_one_at_a_time_in_arrival_order() {
 
     s.assert_one_at_a_time(&["a", "b", "c"]);
     assert!(s.keys().is_empty(), "keys left:\n{}", s.report());
-}
-
-/// A leader proclaims itself (its key written again, same value) soon after its command started;
-/// the waiter behind it, which watched it as the nearest of two keys ahead, looks again then and
-/// watches it together with its own key: the leader's deletion alone makes it leader, with no
-/// look (no Range) between that deletion and its command's start.
-#[test]
-fn a_leaders_proclamation_readies_the_waiter_behind_it_to_lead_on_its_deletion_without_a_look() {
-    let s = Scene::new();
-    // Confirming reads are far apart (LEASE 15 s / 3): none falls into the handover.
-    let slow_reads = Timings {
-        retry_ms: 5000,
-        renew_ms: 11_000,
-        ..STEADY
-    };
-    let mut a = s.candidate("a", STEADY);
-    s.await_start("a", SOON);
-    let mut b = s.candidate("b", slow_reads);
-    s.await_queued(&b, SOON);
-    let proxy = Proxy::start(&s.etcd().endpoint_hostport());
-    let env = s.env("c", slow_reads).set("ENDPOINTS", proxy.url());
-    let mut c = s.spawn("c", env, s.child("c", OnTerm::Trap));
-    s.await_queued(&c, SOON);
-    // Two keys ahead of c: it watches b, and its own key apart.
-    s.wait("c's watches created", SOON, || {
-        proxy.connections_with(b"\"created\":true") >= 2
-    });
-
-    s.stop("a", 0);
-    assert_eq!(a.code(SOON), 0, "{}", s.report());
-    s.await_start("b", SOON);
-    // c's third watch: b and c on one stream, after a look that found b leading.
-    s.wait("c watches b and its own key together", SOON, || {
-        proxy.connections_with(b"\"created\":true") >= 3
-    });
-    assert_eq!(s.identities(), ["b", "c"], "{}", s.report());
-    let b_key = s
-        .etcd()
-        .etcdctl_ok(&["get", &s.keys()[0].key, "-w", "json"]);
-    let b_key: serde_json::Value = serde_json::from_str(&b_key).expect("etcdctl json");
-    let revisions = &b_key["kvs"][0];
-    assert!(
-        revisions["mod_revision"].as_i64() > revisions["create_revision"].as_i64(),
-        "b's key was not written again: {revisions}"
-    );
-
-    let looks_before = s.etcd().rpcs_started().get("Range").copied();
-    s.stop("b", 0);
-    s.await_start("c", SOON);
-    let looks_after = s.etcd().rpcs_started().get("Range").copied();
-    assert_eq!(
-        looks_after,
-        looks_before,
-        "a look (Range) between b's end and c's start\n{}",
-        s.report()
-    );
-    assert_eq!(b.code(SOON), 0, "{}", s.report());
-    s.stop("c", 0);
-    assert_eq!(c.code(SOON), 0, "{}", s.report());
-    s.assert_one_at_a_time(&["a", "b", "c"]);
 }
 
 // ---- FORCE_ACQUIRE and deleted keys ----
@@ -430,36 +368,6 @@ impl Drop for Elect {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The waiter watches the key ahead of it for writes too (a proclamation): a write too large for
-/// one line of the watch stream must not hold it up for good. Its watch hands the failure back as
-/// a new look, and it leads when its turn comes.
-#[test]
-fn a_write_too_large_for_a_watch_line_on_the_key_ahead_does_not_hold_up_the_waiter() {
-    let s = Scene::new();
-    let x = Elect::spawn(s.etcd(), &[s.lock(), "x"]);
-    s.wait("etcdctl elect x leads", SOON, || x.lines().len() >= 2);
-    let y = Elect::spawn(s.etcd(), &[s.lock(), "y"]);
-    s.await_keys(2, SOON);
-    let mut c = s.candidate("c", STEADY);
-    s.await_queued(&c, SOON);
-    let keys = s.await_keys(3, SOON);
-    // y's key (with its lease) takes a value whose event is over a MiB once in base64.
-    let client = Client::new(ClientConfig::new(vec![s.etcd().client_url()])).expect("client");
-    let huge = vec![b'y'; 900 * 1024];
-    client
-        .put(keys[1].key.as_bytes(), &huge, keys[1].lease)
-        .expect("put the large value");
-    // Each deletion ahead comes after that write on c's watch: it must get past it to lead.
-
-    x.signal(SIGINT);
-    s.wait("etcdctl elect y leads", SOON, || y.lines().len() >= 2);
-    y.signal(SIGINT);
-    let start = s.await_start("c", SOON);
-    assert_eq!(start.key, keys[2].key, "{}", s.report());
-    s.stop("c", 0);
-    assert_eq!(c.code(SOON), 0, "{}", s.report());
 }
 
 #[test]

@@ -334,45 +334,6 @@ pub(crate) fn confirmed(
     }
 }
 
-/// The leader's proclamation (etcd's `Proclaim`, with the same value): our key written again if it
-/// still bears our `stamp` and `lease`, else read as [`confirm`] does. The key's waiter sees the
-/// write (it watches the key ahead for writes, too) and looks again while we lead: then the
-/// deletion of our key alone will make it leader, with no look after it.
-pub(crate) fn proclaim(key: &str, identity: &str, stamp: i64, lease: i64) -> TxnRequest {
-    TxnRequest {
-        compare: vec![
-            Compare::of(key, CompareResult::Equal, CompareTarget::Mod(stamp)),
-            Compare::of(key, CompareResult::Equal, CompareTarget::Lease(lease)),
-        ],
-        success: vec![Op::Put {
-            key: key.as_bytes().to_vec(),
-            value: identity.as_bytes().to_vec(),
-            lease,
-        }],
-        failure: vec![Op::Range(confirm(key))],
-    }
-}
-
-/// Reads the answer to [`proclaim`] for our key (`revision`, `stamp`, `lease`): `Ours` at the
-/// revision that is its new stamp, or what the read of it found.
-pub(crate) fn proclaimed(
-    answer: TxnResponse,
-    revision: i64,
-    stamp: i64,
-    lease: i64,
-) -> Result<Confirmed, String> {
-    if answer.succeeded {
-        return Ok(Confirmed::Ours(answer.header.revision));
-    }
-    let read = ranges(answer.responses).into_iter().next();
-    let read = read.ok_or("the proclamation's failure answered no range")?;
-    Ok(match confirmed(&read, revision, stamp, lease) {
-        // Not written, so not ours as it stands (the comparison saw another stamp or lease).
-        Confirmed::Ours(_) => Confirmed::Lost,
-        other => other,
-    })
-}
-
 /// The identity of the leader in a range answered for [`leader_range`].
 pub(crate) fn leader_of(answer: &RangeResponse) -> Option<String> {
     answer.kvs.first().map(identity_of)
@@ -699,33 +660,5 @@ mod tests {
             confirmed(&RangeResponse::default(), 12, 12, 31),
             Confirmed::Lost
         );
-    }
-
-    #[test]
-    fn a_proclamation_rewrites_our_key_only_with_our_stamp_and_lease_and_else_reads_it() {
-        let body = proclaim("l/1f", "me", 12, 31).to_json();
-        assert_eq!(body["compare"][0]["mod_revision"], "12");
-        assert_eq!(body["compare"][1]["lease"], "31");
-        let put = &body["success"][0]["request_put"];
-        assert_eq!(
-            (put["value"].as_str(), put["lease"].as_str()),
-            (Some("bWU="), Some("31"))
-        );
-        assert!(body["failure"][0]["request_range"].is_object());
-        // Written: ours, and the revision is our new stamp.
-        let written = txn(
-            r#"{"header":{"revision":"40"},"succeeded":true,"responses":[{"response_put":{}}]}"#,
-        );
-        assert_eq!(proclaimed(written, 12, 12, 31), Ok(Confirmed::Ours(40)));
-        // Not written: what the read found, and never "ours".
-        let read = |mod_revision: i64, lease: i64| {
-            txn(&format!(
-                r#"{{"header":{{"revision":"40"}},"responses":[{{"response_range":{{"kvs":[{{"key":"bC8xZg==","create_revision":"12","mod_revision":"{mod_revision}","lease":"{lease}"}}]}}}}]}}"#
-            ))
-        };
-        assert_eq!(proclaimed(read(20, 31), 12, 12, 31), Ok(Confirmed::Taken));
-        assert_eq!(proclaimed(read(20, 7), 12, 12, 31), Ok(Confirmed::Lost));
-        assert_eq!(proclaimed(read(12, 31), 12, 12, 31), Ok(Confirmed::Lost));
-        assert!(proclaimed(txn(r#"{"header":{"revision":"40"}}"#), 12, 12, 31).is_err());
     }
 }

@@ -10,18 +10,14 @@
 //! - Only deletions are asked for — a predecessor that rewrites a large value costs us nothing —
 //!   except when our own key is watched alone or with one key ahead: then writes are reported
 //!   too, and a write of our key that did not give it our stamp (an instance with our identity
-//!   claiming it) is told at once; and except for a predecessor watched alone
-//!   ([`Watched::ahead_writes`]): its write (a leader's proclamation) asks the candidate to look
-//!   again, and the look usually finds the predecessor leading, the only key ahead of us.
+//!   claiming it) is told at once.
 //! - The stream of our key and the key ahead goes on after the key ahead is deleted, reporting on
 //!   our key alone: the leader that deletion made keeps it as its own-key watch.
 //! - A watch that ends is re-established from the next revision; one that stays silent past the
 //!   client's idle timeout counts as dead and is replaced. Every watch asks etcd to end it when the
 //!   member loses its raft leader, so a member cut off from the cluster cannot hide a deletion.
 //! - A watch that fails (refused, cancelled by etcd, garbage) is retried after RETRY_PERIOD,
-//!   doubling to a cap; the first failure and the recovery are logged, nothing in between. One
-//!   that reports the predecessor's writes hands a failure back to the candidate instead, as a
-//!   new look (paced like every look): a write too large for a line cannot hold it up. A
+//!   doubling to a cap; the first failure and the recovery are logged, nothing in between. A
 //!   watch has recovered once etcd registered it — after a failure that was a stream ending as
 //!   soon as it was registered, only once it also carried something more or stayed open.
 
@@ -59,8 +55,6 @@ pub(super) struct Watched {
     pub stamp: Option<i64>,
     pub ahead: Vec<String>,
     pub prefix: Option<String>,
-    /// Writes of the keys ahead are reported too (as [`Alert::Recheck`]).
-    pub ahead_writes: bool,
 }
 
 impl Watched {
@@ -76,7 +70,7 @@ impl Watched {
         keys.sort();
         let (first, last) = (keys.first().map_or("", |k| k.as_str()), keys.last());
         let mut request = WatchRequest::key(first, from);
-        if self.stamp.is_none() && !self.ahead_writes {
+        if self.stamp.is_none() {
             request = request.deletes_only();
         }
         if keys.len() > 1 {
@@ -108,14 +102,6 @@ impl Watched {
             .filter(|e| e.kind == EventKind::Put && e.kv.key == own.as_bytes())
             .find(|e| e.kv.mod_revision != stamp)
             .map(|e| (e.kv.mod_revision, e.kv.lease))
-    }
-
-    /// Whether `events` write one of the keys ahead, when such writes are reported.
-    fn written_ahead(&self, events: &[WatchEvent]) -> bool {
-        self.ahead_writes
-            && events.iter().any(|e| {
-                e.kind == EventKind::Put && self.ahead.iter().any(|k| k.as_bytes() == e.kv.key)
-            })
     }
 
     /// Whether this is the stream of our key and the one key ahead of it (no prefix): after the
@@ -247,15 +233,6 @@ impl Watcher {
                 ),
                 Followed::Failed(reason) => (reason, false),
             };
-            if self.keys.ahead_writes {
-                // One write too large for a line would fail every stream re-opened before it:
-                // the candidate looks again instead, and watches from after the look.
-                let _ = self.alerts.send(Alert::Recheck {
-                    session: self.session,
-                    watch: self.id,
-                });
-                return;
-            }
             if self.health == Health::Healthy {
                 log::warn(
                     "watch failed; retrying",
@@ -337,12 +314,6 @@ impl Watcher {
                         let _ = self.alerts.send(alert);
                         self.keys.forget_deleted(&events);
                     }
-                    if self.keys.written_ahead(&events) {
-                        return self.tell(Alert::Recheck {
-                            session,
-                            watch: watch_id,
-                        });
-                    }
                     for event in &events {
                         self.next_revision = self
                             .next_revision
@@ -406,7 +377,6 @@ mod tests {
             stamp: Some(3),
             ahead: vec!["l/a".into()],
             prefix: None,
-            ahead_writes: false,
         }
     }
 

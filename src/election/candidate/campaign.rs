@@ -35,7 +35,7 @@ impl Candidate {
                     return Outcome::Requeue(Fate::Drop);
                 }
                 Position::Head { revision } => match self.ready_to_lead() {
-                    Readiness::Ready => return self.lead(&mut place, own, revision, proven),
+                    Readiness::Ready => return self.lead(&place, own, revision, proven),
                     Readiness::Reclaim => match self.reclaim(&mut place) {
                         Ok(reclaimed) => {
                             // Its watch knew the old stamp: the leader watches the new one.
@@ -133,21 +133,18 @@ impl Candidate {
                 stamp: Some(place.stamp),
                 ahead: names,
                 prefix: None,
-                ahead_writes: false,
             },
             (1, false) => Watched {
                 own: None,
                 stamp: None,
                 ahead: names,
                 prefix: None,
-                ahead_writes: true,
             },
             _ => Watched {
                 own: ours,
                 stamp: None,
                 ahead: names,
                 prefix: Some(queue::prefix(&self.settings().lock_name)),
-                ahead_writes: false,
             },
         };
         let covers_own = watched.own.is_some();
@@ -282,12 +279,10 @@ impl Candidate {
     /// sent at `proven`. Besides watching our key, the leader reads it once per keepalive
     /// interval, and is only as fresh as the older of its last renewal and its last read: a
     /// preemption is noticed within an interval even when the watch's connection died silently,
-    /// and a leader that cannot read its key stops by the renew deadline. The first of these reads
-    /// is a proclamation ([`queue::proclaim`]), [`PROCLAIM_AFTER`] the start, off its path: it
-    /// lets our waiter prepare to lead on our key's deletion alone.
+    /// and a leader that cannot read its key stops by the renew deadline.
     fn lead(
         &mut self,
-        place: &mut Place,
+        place: &Place,
         own: Option<KeyWatch>,
         revision: i64,
         proven: BootInstant,
@@ -311,12 +306,7 @@ impl Candidate {
         let mut own = own.unwrap_or_else(|| self.watch_own(place, revision));
         let interval = self.settings().leader_interval();
         let mut known = revision;
-        let mut proclaimed = self.settings().holders > 1; // several holders watch the prefix
-        let mut confirm_at = Instant::now()
-            + match proclaimed {
-                true => interval,
-                false => interval.min(PROCLAIM_AFTER),
-            };
+        let mut confirm_at = Instant::now() + interval;
         let mut confirm_failing = false;
         let loss = loop {
             let rewatch = match self.wait(&[own.id], true, Some(confirm_at)) {
@@ -338,25 +328,13 @@ impl Candidate {
                 Some(Alert::Stop) => return Outcome::Finished,
             };
             let sent = BootInstant::now();
-            let checked = match proclaimed {
-                true => self.confirm(place, lease),
-                false => self.proclaim(place, lease),
-            };
-            match checked {
+            match self.confirm(place, lease) {
                 Ok(Confirmed::Ours(now)) => {
                     self.shared.clock.confirmed(sent);
                     known = known.max(now);
                     if confirm_failing {
                         log::info("our key is confirmed again", &[("key", &place.key)]);
                         confirm_failing = false;
-                    }
-                    if !proclaimed {
-                        // Our key bears a new stamp: the watch that knew the old one is replaced.
-                        proclaimed = true;
-                        place.stamp = now;
-                        self.hold(&place.key, now);
-                        own = self.watch_own(place, now);
-                        continue;
                     }
                 }
                 Ok(Confirmed::Lost) => break Loss::KeyDeleted,
@@ -406,15 +384,6 @@ impl Candidate {
         Loss::Overwritten
     }
 
-    /// Our key written again, if it is still ours; else what a read of it says.
-    fn proclaim(&self, place: &Place, lease: i64) -> Result<Confirmed, etcd::Error> {
-        let identity = &self.settings().identity;
-        let txn = queue::proclaim(&place.key, identity, place.stamp, lease);
-        let answer = self.client().txn(&txn)?;
-        queue::proclaimed(answer, place.revision, place.stamp, lease)
-            .map_err(|detail| self.bad_answer("kv/txn", detail))
-    }
-
     /// What a read of our key says about it.
     fn confirm(&self, place: &Place, lease: i64) -> Result<Confirmed, etcd::Error> {
         let answer = self.client().range(&queue::confirm(&place.key))?;
@@ -426,9 +395,6 @@ impl Candidate {
         ))
     }
 }
-
-/// How long after the start the leader proclaims itself: soon, but after the command's start.
-const PROCLAIM_AFTER: Duration = Duration::from_millis(50);
 
 /// Logged when an instance with our identity took our key (and its lease) over.
 const TAKEN: &str = "an instance with our identity took our key over while our lease went \

@@ -5,10 +5,8 @@
 //! Round trips are counted: joining is a grant and one transaction (which also reads the head of
 //! the queue and looks for an earlier run's key), so an uncontended start leads after two; a waiter
 //! whose predecessor is the only key ahead watches both keys on one stream and leads on the
-//! predecessor's deletion without another look, and a waiter further back looks again when its
-//! predecessor proclaims itself leader (so that it, too, is then alone behind the leader); threads
-//! that the start does not need (keepalive, our own key's watch) are started after "leading" is
-//! announced.
+//! predecessor's deletion without another look; threads that the start does not need (keepalive,
+//! our own key's watch) are started after "leading" is announced.
 
 mod campaign;
 mod join;
