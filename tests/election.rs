@@ -21,6 +21,7 @@ use libc::{SIGINT, SIGKILL};
 use support::env::{Timings, STEADY};
 use support::marks::{now_ns, secs, Nanos, OnTerm};
 use support::procs::{alive, send};
+use support::proxy::Proxy;
 use support::wrapper::{Scene, SOON};
 use support::{etcdctl_bin, Etcd};
 
@@ -78,6 +79,57 @@ fn three_instances_lead_one_at_a_time_in_arrival_order() {
 
     s.assert_one_at_a_time(&["a", "b", "c"]);
     assert!(s.keys().is_empty(), "keys left:\n{}", s.report());
+}
+
+/// A waiter two keys back watches both: the leader's deletion, which makes the key just ahead of it
+/// leader, is its cue to look again, off that handover; the look finds it the only waiter behind
+/// the new leader, and it watches that key together with its own: the next deletion alone makes it
+/// leader, with no look (no Range) between that deletion and its command's start.
+#[test]
+fn a_waiter_two_back_is_ready_when_the_key_ahead_leads_and_leads_on_its_deletion_without_a_look() {
+    let s = Scene::new();
+    // Confirming reads are far apart (LEASE 15 s / 3): none falls into the handover.
+    let slow_reads = Timings {
+        retry_ms: 5000,
+        renew_ms: 11_000,
+        ..STEADY
+    };
+    let mut a = s.candidate("a", STEADY);
+    s.await_start("a", SOON);
+    let mut b = s.candidate("b", slow_reads);
+    s.await_queued(&b, SOON);
+    let proxy = Proxy::start(&s.etcd().endpoint_hostport());
+    let env = s.env("c", slow_reads).set("ENDPOINTS", proxy.url());
+    let mut c = s.spawn("c", env, s.child("c", OnTerm::Trap));
+    s.await_queued(&c, SOON);
+    // Two keys ahead of c: one watch for both, and its own key apart.
+    s.wait("c's watches created", SOON, || {
+        proxy.connections_with(b"\"created\":true") >= 2
+    });
+
+    s.stop("a", 0);
+    assert_eq!(a.code(SOON), 0, "{}", s.report());
+    s.await_start("b", SOON);
+    // c's third watch: b and c on one stream, after a look that found b leading.
+    s.wait("c watches b and its own key together", SOON, || {
+        proxy.connections_with(b"\"created\":true") >= 3
+    });
+    assert_eq!(s.identities(), ["b", "c"], "{}", s.report());
+
+    let looks_before = s.etcd().rpcs_started().get("Range").copied();
+    s.stop("b", 0);
+    s.await_start("c", SOON);
+    let looks_after = s.etcd().rpcs_started().get("Range").copied();
+    assert_eq!(
+        looks_after,
+        looks_before,
+        "a look (Range) between b's end and c's start\n{}",
+        s.report()
+    );
+    assert_eq!(b.code(SOON), 0, "{}", s.report());
+    s.stop("c", 0);
+    assert_eq!(c.code(SOON), 0, "{}", s.report());
+    s.assert_one_at_a_time(&["a", "b", "c"]);
 }
 
 // ---- FORCE_ACQUIRE and deleted keys ----

@@ -95,6 +95,7 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::election::Ahead;
     use std::sync::mpsc::channel;
 
     #[test]
@@ -105,7 +106,7 @@ mod tests {
             session,
             watch,
             own: false,
-            ahead: true,
+            ahead: Ahead::Nearest,
             revision: 9,
         };
         send.send(deleted(1, 7)).unwrap(); // an earlier session

@@ -104,6 +104,17 @@ pub enum Notice {
     Fatal(String),
 }
 
+/// Which of the watched keys ahead of us a deletion took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ahead {
+    /// None of them.
+    Untouched,
+    /// The nearest (the farther one too, maybe).
+    Nearest,
+    /// Only the farther one: the nearest is still there, and usually leads now.
+    Farther,
+}
+
 /// What wakes the candidate thread. Each carries the session (and watch) it belongs to, so that
 /// late messages from an earlier session are recognised and dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,13 +126,13 @@ enum Alert {
     Lapsed {
         session: u64,
     },
-    /// A watched key was deleted at `revision`: our own (`own`), the one ahead of us (`ahead`), or
+    /// A watched key was deleted at `revision`: our own (`own`), one ahead of us (`ahead`), or
     /// both in one message.
     Deleted {
         session: u64,
         watch: u64,
         own: bool,
-        ahead: bool,
+        ahead: Ahead,
         revision: i64,
     },
     Recheck {

@@ -58,8 +58,8 @@ pub(crate) struct Ours<'a> {
 pub(crate) enum Position {
     /// Fewer keys than HOLDERS are ahead of us: we lead.
     Head { revision: i64 },
-    /// `ahead` are the HOLDERS keys just ahead of us, nearest first; `alone` when they are the
-    /// only keys ahead.
+    /// `ahead` are the keys just ahead of us that were read ([`ahead_read`]), nearest first;
+    /// `alone` when the nearest is the only key ahead.
     Behind {
         ahead: Vec<KeyValue>,
         alone: bool,
@@ -97,18 +97,29 @@ pub(crate) struct Created {
     pub twin: Option<KeyValue>,
 }
 
-/// The ranges that tell where a key created at revision `below + 1` stands: the `holders` keys just
-/// below it (nearest first) and the leader.
+/// How many of the keys just ahead of ours are read: the HOLDERS nearest, and with one holder the
+/// one before it too. A waiter watches the keys it read: with one holder, the deletion of the
+/// farther one (usually the leader's) leaves it the only waiter behind the nearest, and it looks
+/// again then, while the nearest leads; its own turn then comes on the nearest's deletion alone.
+fn ahead_read(holders: u32) -> i64 {
+    match holders {
+        1 => 2,
+        n => i64::from(n),
+    }
+}
+
+/// The ranges that tell where a key created at revision `below + 1` stands: the keys just below it
+/// ([`ahead_read`], nearest first) and the leader.
 fn standing(lock: &str, below: i64, holders: u32) -> [Op; 2] {
     let ahead = RangeRequest::prefix(prefix(lock))
         .max_create_revision(below)
         .sort(SortTarget::Create, SortOrder::Descend)
-        .limit(i64::from(holders));
+        .limit(ahead_read(holders));
     [Op::Range(ahead), Op::Range(leader_range(lock))]
 }
 
 /// Creates our key if it does not exist, and reads where it stands (which sees our put): the
-/// `holders` + 1 newest keys — ours first, then those just ahead — and the leader. With
+/// newest keys — ours first, then those just ahead ([`ahead_read`]) — and the leader. With
 /// [`Join::Force`], every other key under the prefix is deleted first, in two ranges around our key
 /// (etcd refuses a put inside a range the same transaction deletes).
 pub(crate) fn create(lock: &str, ours: Ours<'_>, join: Join, holders: u32) -> TxnRequest {
@@ -136,10 +147,10 @@ pub(crate) fn create(lock: &str, ours: Ours<'_>, join: Join, holders: u32) -> Tx
         value: identity.as_bytes().to_vec(),
         lease,
     });
-    // Our key is the newest: the newest holders + 1 are ours and those just ahead of it.
+    // Our key is the newest: the newest are ours and those just ahead of it.
     let newest = RangeRequest::prefix(prefix(lock))
         .sort(SortTarget::Create, SortOrder::Descend)
-        .limit(i64::from(holders) + 1);
+        .limit(ahead_read(holders) + 1);
     success.push(Op::Range(newest));
     success.push(Op::Range(leader_range(lock)));
     if join == Join::LookForTwin {
@@ -356,7 +367,7 @@ fn standing_of(
 ) -> Position {
     let leader = leader.kvs.first().map(identity_of);
     // etcd sets `more` after dropping the keys above max_create_revision (`count` is before).
-    let alone = !ahead.more;
+    let alone = ahead.kvs.len() == 1 && !ahead.more;
     match ahead.kvs.len() < usize::try_from(holders).unwrap_or(usize::MAX) {
         true => Position::Head { revision },
         false => Position::Behind {
@@ -411,7 +422,7 @@ mod tests {
         let newest = &body["success"][1]["request_range"];
         assert_eq!(
             (newest["limit"].as_str(), newest["sort_order"].as_str()),
-            (Some("2"), Some("DESCEND"))
+            (Some("3"), Some("DESCEND"))
         );
         assert_eq!(body["success"][2]["request_range"]["sort_order"], "ASCEND");
         // On failure, our key is read: our own earlier create, or taken.
@@ -530,7 +541,15 @@ mod tests {
         assert_eq!(ahead["max_create_revision"], "11");
         assert_eq!(ahead["sort_order"], "DESCEND");
         assert_eq!(ahead["sort_target"], "CREATE");
-        assert_eq!(ahead["limit"], "1");
+        // One holder: the nearest key and the one before it; several: as many as there are.
+        assert_eq!(ahead["limit"], "2");
+        for holders in [2, 3] {
+            let body = look("l", "l/1f", 12, 15, holders).to_json();
+            assert_eq!(
+                body["success"][0]["request_range"]["limit"],
+                holders.to_string()
+            );
+        }
         assert_eq!(body["failure"][0]["request_range"]["key"], "bC8xZg==");
     }
 
@@ -565,6 +584,16 @@ mod tests {
             position(crowded, 31, 1),
             Ok(Position::Behind { alone: false, .. })
         ));
+        // Two keys ahead, nearest first: not alone; both are there to be watched.
+        let second = txn(
+            r#"{"header":{"revision":"31"},"succeeded":true,"responses":[
+              {"response_range":{"kvs":[{"key":"bC9i","create_revision":"9"},{"key":"bC9h","create_revision":"7"}],"count":"3"}},{"response_range":{}}]}"#,
+        );
+        let Ok(Position::Behind { ahead, alone, .. }) = position(second, 31, 1) else {
+            panic!("expected Behind");
+        };
+        let revisions: Vec<i64> = ahead.iter().map(|kv| kv.create_revision).collect();
+        assert_eq!((revisions, alone), (vec![9, 7], false));
         let gone = txn(r#"{"header":{"revision":"32"},"responses":[{"response_range":{}}]}"#);
         assert_eq!(position(gone, 31, 1), Ok(Position::Lost));
         let taken = txn(

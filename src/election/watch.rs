@@ -1,8 +1,9 @@
 //! Key watchers (etcd's `waitDeletes`): one thread per watch that tells the candidate when our key
-//! or the key ahead of us is deleted, or when the history was compacted away and the queue must be
-//! read again. A watch covers one of the two keys, or both: then one stream carries both, and the
-//! deletions of one revision arrive in one message — the candidate sees at once whether a
-//! predecessor's deletion left our own key standing (a transaction can delete both).
+//! or a key ahead of us is deleted (which one: the nearest, or only the farther of two), or when
+//! the history was compacted away and the queue must be read again. A watch covers our key, the
+//! keys ahead, or our key and the one ahead: then one stream carries both, and the deletions of one
+//! revision arrive in one message — the candidate sees at once whether a predecessor's deletion
+//! left our own key standing (a transaction can delete both).
 //!
 //! Rules:
 //! - Dropping a [`KeyWatch`] cancels it: its socket is shut down at once, so its thread and its
@@ -27,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::retry::Backoff;
-use super::{Alert, Shared};
+use super::{Ahead, Alert, Shared};
 use crate::etcd::wire::prefix_end;
 use crate::etcd::{self, Cancel, Client, EventKind, WatchEvent, WatchMessage, WatchRequest};
 use crate::log;
@@ -120,17 +121,26 @@ impl Watched {
         self.ahead.retain(|k| !deleted(k));
     }
 
-    /// Which of our keys `events` delete (ours, one ahead), and at which revision (the last such
-    /// event's).
-    fn deletions(&self, events: &[WatchEvent]) -> Option<(bool, bool, i64)> {
-        let mut found = None;
+    /// Which of our keys `events` delete (ours, those ahead), and at which revision (the last
+    /// such event's).
+    fn deletions(&self, events: &[WatchEvent]) -> Option<(bool, Ahead, i64)> {
+        let mut found: Option<(bool, Ahead, i64)> = None;
         for event in events.iter().filter(|e| e.kind == EventKind::Delete) {
             let key = event.kv.key.as_slice();
             let own = self.own.as_ref().is_some_and(|k| k.as_bytes() == key);
-            let ahead = self.ahead.iter().any(|k| k.as_bytes() == key);
-            if own || ahead {
-                let (o, a, _) = found.unwrap_or((false, false, 0));
-                found = Some((o || own, a || ahead, event.kv.mod_revision));
+            let ahead = match self.ahead.iter().position(|k| k.as_bytes() == key) {
+                None => Ahead::Untouched,
+                Some(0) => Ahead::Nearest,
+                Some(_) => Ahead::Farther,
+            };
+            if own || ahead != Ahead::Untouched {
+                let (o, a, _) = found.unwrap_or((false, Ahead::Untouched, 0));
+                let a = match (a, ahead) {
+                    (Ahead::Nearest, _) | (_, Ahead::Nearest) => Ahead::Nearest,
+                    (Ahead::Farther, _) | (_, Ahead::Farther) => Ahead::Farther,
+                    _ => Ahead::Untouched,
+                };
+                found = Some((o || own, a, event.kv.mod_revision));
             }
         }
         found
@@ -385,12 +395,12 @@ mod tests {
         let mut keys = pair();
         assert!(keys.pairs_own_with_ahead());
         let gone = [event(EventKind::Delete, "l/a", 7)];
-        assert_eq!(keys.deletions(&gone), Some((false, true, 7)));
+        assert_eq!(keys.deletions(&gone), Some((false, Ahead::Nearest, 7)));
         keys.forget_deleted(&gone);
         assert!(keys.ahead.is_empty() && !keys.pairs_own_with_ahead());
         // From then on it reports our key: its deletion, and a write that is not ours.
         let ours = [event(EventKind::Delete, "l/b", 9)];
-        assert_eq!(keys.deletions(&ours), Some((true, false, 9)));
+        assert_eq!(keys.deletions(&ours), Some((true, Ahead::Untouched, 9)));
         assert_eq!(
             keys.rewrite(&[event(EventKind::Put, "l/b", 8)]),
             Some((8, 0))
@@ -402,6 +412,23 @@ mod tests {
             (&b"l/b"[..], true)
         );
         assert!(!request.deletes_only);
+    }
+
+    #[test]
+    fn a_deletion_says_whether_it_took_the_nearest_key_ahead_or_only_the_farther() {
+        let two = Watched {
+            ahead: vec!["l/b".into(), "l/a".into()],
+            ..Watched::default()
+        };
+        let farther = [event(EventKind::Delete, "l/a", 7)];
+        assert_eq!(two.deletions(&farther), Some((false, Ahead::Farther, 7)));
+        let both = [
+            event(EventKind::Delete, "l/a", 8),
+            event(EventKind::Delete, "l/b", 8),
+        ];
+        assert_eq!(two.deletions(&both), Some((false, Ahead::Nearest, 8)));
+        let other = [event(EventKind::Delete, "l/c", 9)];
+        assert_eq!(two.deletions(&other), None);
     }
 
     #[test]

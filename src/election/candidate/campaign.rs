@@ -7,7 +7,7 @@ use super::{Candidate, Fate, Outcome, Place, Readiness};
 use crate::clock::BootInstant;
 use crate::election::queue::{self, Confirmed, Position};
 use crate::election::watch::{KeyWatch, Watched};
-use crate::election::{Alert, Leadership, Loss, Notice};
+use crate::election::{Ahead, Alert, Leadership, Loss, Notice};
 use crate::etcd;
 use crate::log;
 
@@ -88,6 +88,16 @@ impl Candidate {
                     known = Some((Position::Head { revision }, BootInstant::now()));
                     own = Some(watch); // it covers our key: the leader keeps it
                 }
+                // The nearest key ahead is still there and leads now, usually: look again once
+                // that handover is done, to watch it together with our key.
+                Some(Alert::Deleted {
+                    ahead: Ahead::Farther,
+                    ..
+                }) => {
+                    if !self.pause(RELOOK_AFTER) {
+                        return Outcome::Finished;
+                    }
+                }
                 Some(Alert::Deleted { .. }) => {}
                 Some(Alert::Recheck { watch, .. }) => {
                     if own.as_ref().is_some_and(|w| w.id == watch) {
@@ -113,9 +123,9 @@ impl Candidate {
 
     /// Watches the keys `ahead` of us (the nearest first) after `revision`. With one holder and
     /// `shortcut` (the predecessor is the only key ahead), one stream for it and our own key, so
-    /// that its deletion alone proves we lead; with one holder otherwise, the predecessor alone
-    /// (our own key has its own watch); with several holders, the prefix, reporting on our key and
-    /// every key ahead. `own` is dropped when the returned watch covers our key, and started when
+    /// that its deletion alone proves we lead; with one holder otherwise, the two keys ahead (our
+    /// own key has its own watch): the farther one's deletion is a look while the nearer leads;
+    /// with several holders, the prefix, reporting on our key and every key ahead. `own` is dropped when the returned watch covers our key, and started when
     /// it does not and there is none.
     fn watch_ahead(
         &mut self,
@@ -395,6 +405,10 @@ impl Candidate {
         ))
     }
 }
+
+/// How long a waiter whose farther key ahead was deleted waits before it looks again: the
+/// deletion usually made the nearer one leader, whose start should not compete with our look.
+const RELOOK_AFTER: Duration = Duration::from_millis(20);
 
 /// Logged when an instance with our identity took our key (and its lease) over.
 const TAKEN: &str = "an instance with our identity took our key over while our lease went \
