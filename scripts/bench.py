@@ -731,6 +731,8 @@ class Bench:
             met=lambda s: s["median"] <= 3.0 and s["median"] <= 0.6 * theirs)
         self.results.add("1 graceful handover (child exit ⇒ next child start)", "etcdctl",
                          samples["etcdctl"], "ms", "(reference)")
+        self.ratio_rows("1 graceful handover", samples["ours"], samples["etcdctl"],
+                        median_target=0.8, p95_target=1.0)
         for tool in TOOLS:
             self.results.add("1a split: child exit ⇒ old key deleted (seen by an observer watch)",
                              tool, resign[tool], "ms", "— (diagnostic)")
@@ -813,12 +815,30 @@ class Bench:
 
     # -- 3: start-up ------------------------------------------------------------------------------
 
+    def ratio_rows(self, name, ours, theirs, median_target, p95_target=None, tool="ours"):
+        """Issue 13's goals: ours over etcdctl's, median (and p95), from samples of one run."""
+        if not ours or not theirs:
+            return
+        median = statistics.median(ours) / statistics.median(theirs)
+        self.results.add(f"{name}: median ratio {tool}/etcdctl", f"{tool}/etcdctl", [median], "×",
+                         f"≤ {median_target}", met=median <= median_target, digits=2)
+        if p95_target is not None:
+            p95 = summarize(ours)["p95"] / summarize(theirs)["p95"]
+            self.results.add(f"{name}: p95 ratio {tool}/etcdctl", f"{tool}/etcdctl", [p95], "×",
+                             f"≤ {p95_target}", met=p95 <= p95_target, digits=2)
+
     def fig3_startup(self):
         n = 5 if self.quick else 30
-        samples = {t: [] for t in TOOLS}
+        # The static musl build (what the releases ship), when present and not already the binary
+        # under test, starts alongside: it has no dynamic loader to run.
+        tools = list(TOOLS)
+        static = self.tools.binaries["ours-static"]
+        if static and os.path.realpath(static) != os.path.realpath(self.args.bin):
+            tools.insert(1, "ours-static")
+        samples = {t: [] for t in tools}
         d = self.dir("f3")
         for i in range(n):
-            for tool in TOOLS:
+            for tool in tools:
                 path = os.path.join(d, f"{tool}-{i}")
                 self.quiesce()
                 t0 = time.time_ns()
@@ -835,8 +855,15 @@ class Bench:
                 samples[tool].append((read_ints(path)[0] - t0) / NS_PER_MS)
         self.results.add("3 start-up: exec ⇒ child exec (uncontended)", "ours", samples["ours"], "ms",
                          "≤ 5 ms", met=lambda s: s["median"] <= 5.0)
+        if "ours-static" in samples:
+            self.results.add("3 start-up: exec ⇒ child exec (uncontended)", "ours-static",
+                             samples["ours-static"], "ms", "≤ 5 ms",
+                             met=lambda s: s["median"] <= 5.0)
         self.results.add("3 start-up: exec ⇒ child exec (uncontended)", "etcdctl",
                          samples["etcdctl"], "ms", "(reference)")
+        for tool in [t for t in tools if t != "etcdctl"]:
+            self.ratio_rows("3 start-up", samples[tool], samples["etcdctl"], median_target=0.35,
+                            tool=tool)
 
     # -- 4 + 5: memory and idle CPU ---------------------------------------------------------------
 
