@@ -98,9 +98,10 @@ pub(crate) struct Created {
 }
 
 /// How many of the keys just ahead of ours are read: the HOLDERS nearest, and with one holder the
-/// one before it too. A waiter watches the keys it read: with one holder, the deletion of the
-/// farther one (usually the leader's) leaves it the only waiter behind the nearest, and it looks
-/// again then, while the nearest leads; its own turn then comes on the nearest's deletion alone.
+/// one before it too. With one holder, a waiter that is not the first watches that farther key:
+/// its deletion (usually the leader's) leaves the waiter the only one behind the nearest, and it
+/// looks again then, while the nearest leads; its own turn then comes on the nearest's deletion
+/// alone.
 fn ahead_read(holders: u32) -> i64 {
     match holders {
         1 => 2,

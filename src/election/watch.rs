@@ -1,9 +1,11 @@
 //! Key watchers (etcd's `waitDeletes`): one thread per watch that tells the candidate when our key
-//! or a key ahead of us is deleted (which one: the nearest, or only the farther of two), or when
-//! the history was compacted away and the queue must be read again. A watch covers our key, the
-//! keys ahead, or our key and the one ahead: then one stream carries both, and the deletions of one
+//! or a key ahead of us is deleted (which one: the nearest, or one farther ahead), or when the
+//! history was compacted away and the queue must be read again. A watch covers our key, a key
+//! ahead, or our key and the one ahead: then one stream carries both, and the deletions of one
 //! revision arrive in one message — the candidate sees at once whether a predecessor's deletion
-//! left our own key standing (a transaction can delete both).
+//! left our own key standing (a transaction can delete both). Two keys ahead are never watched on
+//! one stream: the range between their names may hold any number of other keys (lease IDs begin
+//! with bits of the granting member), each deletion of which would reach us.
 //!
 //! Rules:
 //! - Dropping a [`KeyWatch`] cancels it: its socket is shut down at once, so its thread and its
@@ -56,6 +58,9 @@ pub(super) struct Watched {
     pub stamp: Option<i64>,
     pub ahead: Vec<String>,
     pub prefix: Option<String>,
+    /// The keys `ahead` are not the nearest key ahead of us but the one before it: their
+    /// deletion is [`Ahead::Farther`].
+    pub farther: bool,
 }
 
 impl Watched {
@@ -130,7 +135,7 @@ impl Watched {
             let own = self.own.as_ref().is_some_and(|k| k.as_bytes() == key);
             let ahead = match self.ahead.iter().position(|k| k.as_bytes() == key) {
                 None => Ahead::Untouched,
-                Some(0) => Ahead::Nearest,
+                Some(0) if !self.farther => Ahead::Nearest,
                 Some(_) => Ahead::Farther,
             };
             if own || ahead != Ahead::Untouched {
@@ -387,6 +392,7 @@ mod tests {
             stamp: Some(3),
             ahead: vec!["l/a".into()],
             prefix: None,
+            farther: false,
         }
     }
 
@@ -415,20 +421,40 @@ mod tests {
     }
 
     #[test]
-    fn a_deletion_says_whether_it_took_the_nearest_key_ahead_or_only_the_farther() {
-        let two = Watched {
+    fn a_deletion_says_whether_it_took_the_nearest_key_ahead_or_one_farther() {
+        // The prefix with several holders: the nearest first.
+        let holders = Watched {
             ahead: vec!["l/b".into(), "l/a".into()],
+            prefix: Some("l/".into()),
             ..Watched::default()
         };
         let farther = [event(EventKind::Delete, "l/a", 7)];
-        assert_eq!(two.deletions(&farther), Some((false, Ahead::Farther, 7)));
+        assert_eq!(
+            holders.deletions(&farther),
+            Some((false, Ahead::Farther, 7))
+        );
         let both = [
             event(EventKind::Delete, "l/a", 8),
             event(EventKind::Delete, "l/b", 8),
         ];
-        assert_eq!(two.deletions(&both), Some((false, Ahead::Nearest, 8)));
+        assert_eq!(holders.deletions(&both), Some((false, Ahead::Nearest, 8)));
         let other = [event(EventKind::Delete, "l/c", 9)];
-        assert_eq!(two.deletions(&other), None);
+        assert_eq!(holders.deletions(&other), None);
+        // One holder, two keys back: the key before the nearest, alone on its stream.
+        let two_back = Watched {
+            ahead: vec!["l/a".into()],
+            farther: true,
+            ..Watched::default()
+        };
+        assert_eq!(
+            two_back.deletions(&farther),
+            Some((false, Ahead::Farther, 7))
+        );
+        let request = two_back.request(5);
+        assert_eq!(
+            (request.key.as_slice(), request.range_end.is_empty()),
+            (&b"l/a"[..], true)
+        );
     }
 
     #[test]

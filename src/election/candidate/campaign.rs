@@ -88,12 +88,13 @@ impl Candidate {
                     known = Some((Position::Head { revision }, BootInstant::now()));
                     own = Some(watch); // it covers our key: the leader keeps it
                 }
-                // The nearest key ahead is still there and leads now, usually: look again once
-                // that handover is done, to watch it together with our key.
+                // One holder: the nearest key ahead is still there and leads now, usually. Look
+                // again once that handover is done, to watch it together with our key. (With
+                // several, any deletion ahead may make us a holder: look at once.)
                 Some(Alert::Deleted {
                     ahead: Ahead::Farther,
                     ..
-                }) => {
+                }) if self.settings().holders == 1 => {
                     if !self.pause(RELOOK_AFTER) {
                         return Outcome::Finished;
                     }
@@ -123,9 +124,10 @@ impl Candidate {
 
     /// Watches the keys `ahead` of us (the nearest first) after `revision`. With one holder and
     /// `shortcut` (the predecessor is the only key ahead), one stream for it and our own key, so
-    /// that its deletion alone proves we lead; with one holder otherwise, the two keys ahead (our
-    /// own key has its own watch): the farther one's deletion is a look while the nearer leads;
-    /// with several holders, the prefix, reporting on our key and every key ahead. `own` is dropped when the returned watch covers our key, and started when
+    /// that its deletion alone proves we lead; with one holder otherwise, the key before the
+    /// nearest (our own key has its own watch): its deletion usually makes the nearest leader, and
+    /// a look soon after finds us the only waiter behind it; with several holders, the prefix,
+    /// reporting on our key and every key ahead. `own` is dropped when the returned watch covers our key, and started when
     /// it does not and there is none.
     fn watch_ahead(
         &mut self,
@@ -143,11 +145,14 @@ impl Candidate {
                 stamp: Some(place.stamp),
                 ahead: names,
                 prefix: None,
+                farther: false,
             },
+            // The key before the nearest (usually the leader), when there is one.
             (1, false) => Watched {
                 own: None,
                 stamp: None,
-                ahead: names,
+                farther: names.len() > 1,
+                ahead: names.last().cloned().into_iter().collect(),
                 prefix: None,
             },
             _ => Watched {
@@ -155,6 +160,7 @@ impl Candidate {
                 stamp: None,
                 ahead: names,
                 prefix: Some(queue::prefix(&self.settings().lock_name)),
+                farther: false,
             },
         };
         let covers_own = watched.own.is_some();
@@ -407,8 +413,9 @@ impl Candidate {
 }
 
 /// How long a waiter whose farther key ahead was deleted waits before it looks again: the
-/// deletion usually made the nearer one leader, whose start should not compete with our look.
-const RELOOK_AFTER: Duration = Duration::from_millis(20);
+/// deletion usually made the nearer one leader, whose start should not compete with our look (a
+/// leadership shorter than this hands over that much later).
+const RELOOK_AFTER: Duration = Duration::from_millis(5);
 
 /// Logged when an instance with our identity took our key (and its lease) over.
 const TAKEN: &str = "an instance with our identity took our key over while our lease went \
