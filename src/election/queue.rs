@@ -585,7 +585,7 @@ mod tests {
             position(crowded, 31, 1),
             Ok(Position::Behind { alone: false, .. })
         ));
-        // Two keys ahead, nearest first: not alone; both are there to be watched.
+        // Two keys ahead, nearest first: not alone (the farther one is the one watched).
         let second = txn(
             r#"{"header":{"revision":"31"},"succeeded":true,"responses":[
               {"response_range":{"kvs":[{"key":"bC9i","create_revision":"9"},{"key":"bC9h","create_revision":"7"}],"count":"3"}},{"response_range":{}}]}"#,

@@ -127,8 +127,8 @@ impl Candidate {
     /// that its deletion alone proves we lead; with one holder otherwise, the key before the
     /// nearest (our own key has its own watch): its deletion usually makes the nearest leader, and
     /// a look soon after finds us the only waiter behind it; with several holders, the prefix,
-    /// reporting on our key and every key ahead. `own` is dropped when the returned watch covers our key, and started when
-    /// it does not and there is none.
+    /// reporting on our key and every key ahead. `own` is dropped when the returned watch covers
+    /// our key, and started when it does not and there is none.
     fn watch_ahead(
         &mut self,
         place: &Place,

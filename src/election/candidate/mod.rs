@@ -5,8 +5,8 @@
 //! Round trips are counted: joining is a grant and one transaction (which also reads the head of
 //! the queue and looks for an earlier run's key), so an uncontended start leads after two; a waiter
 //! whose predecessor is the only key ahead watches both keys on one stream and leads on the
-//! predecessor's deletion without another look, and a waiter further back watches the two keys
-//! ahead and looks again when the farther one goes (so that by its turn it is usually that first
+//! predecessor's deletion without another look, and a waiter further back watches the key before
+//! its predecessor and looks again when it goes (so that by its turn it is usually that first
 //! waiter); threads that the start does not need (keepalive, our own key's watch) are started
 //! after "leading" is announced.
 
