@@ -123,9 +123,7 @@ fn sigterm_to_the_leader_reaches_its_child_and_the_follower_takes_over() {
     s.await_keys(2, SOON);
 
     // a's child traps SIGTERM and exits 0: so does the wrapper.
-    a.signal(SIGTERM);
-    assert_eq!(a.code(SOON), 0, "{}", s.report());
-    assert!(s.at("term", "a").is_some(), "{}", s.report());
+    sigterm_ends_a_cleanly(&s, &mut a);
     let a_end = s.end_of("a").expect("a's end");
     let b_start = s.await_start("b", SOON);
     assert!(b_start.at > a_end);
@@ -163,10 +161,15 @@ fn a_command_that_makes_the_wrapper_its_tracer_runs_and_hears_signals() {
     s.wait("a detaches its tracee", SOON, || {
         a.stderr().contains("detached it")
     });
+    sigterm_ends_a_cleanly(&s, &mut a);
+    assert!(s.keys().is_empty(), "keys left:\n{}", s.report());
+}
+
+/// SIGTERM to the wrapper `a`: its child hears it (and, trapping it, exits 0), and so does `a`.
+fn sigterm_ends_a_cleanly(s: &Scene, a: &mut Wrapper) {
     a.signal(SIGTERM);
     assert_eq!(a.code(SOON), 0, "{}", s.report());
     assert!(s.at("term", "a").is_some(), "{}", s.report());
-    assert!(s.keys().is_empty(), "keys left:\n{}", s.report());
 }
 
 /// A command that is stopped (Ctrl-Z, SIGSTOP) still hears a SIGTERM to the wrapper: it is
@@ -180,9 +183,7 @@ fn sigterm_reaches_a_stopped_command() {
     s.wait("a's command stopped", SOON, || {
         state(start.pid) == Some('T')
     });
-    a.signal(SIGTERM);
-    assert_eq!(a.code(SOON), 0, "{}", s.report());
-    assert!(s.at("term", "a").is_some(), "{}", s.report());
+    sigterm_ends_a_cleanly(&s, &mut a);
     assert!(s.keys().is_empty(), "keys left:\n{}", s.report());
 }
 

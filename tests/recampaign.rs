@@ -21,7 +21,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use libc::{SIGINT, SIGTERM};
-use support::env::{Timings, STEADY};
+use support::env::{Timings, MARGIN, STEADY};
 use support::free_port;
 use support::marks::{self, now_ns, secs, Nanos, OnTerm, Start};
 use support::procs::group_alive;
@@ -187,11 +187,7 @@ fn a_leader_whose_key_is_deleted_campaigns_again_and_runs_its_command_on_its_nex
 fn a_leader_cut_off_by_a_frozen_etcd_campaigns_again_and_runs_after_the_waiter() {
     // b's lease must outlive the freeze (about RENEW_DEADLINE): 5 s against a waiter's renewal
     // every 900 ms.
-    let t = Timings {
-        lease_s: 5,
-        renew_ms: 2000,
-        retry_ms: 500,
-    };
+    let t = MARGIN;
     let s = Scene::new();
     let mut a = candidate(&s, "a", t, "on-loss", None);
     let (a1_name, a1) = await_run(&s, "a", 1, SOON);

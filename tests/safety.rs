@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use etcd_await_election::etcd::{Client, ClientConfig};
 use libc::{SIGCONT, SIGSTOP};
-use support::env::{sh, Timings, FAST, ROOMY, STEADY};
+use support::env::{sh, Timings, FAST, MARGIN, ROOMY, STEADY};
 use support::marks::{now_ns, secs, Nanos, OnTerm};
 use support::procs::{alive, group_alive, group_of, state};
 use support::proxy::Proxy;
@@ -797,11 +797,7 @@ fn a_stopped_leaders_child_is_killed_by_its_guardian_at_the_kill_point() {
     // hang); its command runs on, and nothing the wrapper does can stop it. The guardian is a
     // dead-man switch: it SIGKILLs the command's group at the kill point, (RENEW_DEADLINE +
     // LEASE_DURATION) / 2 = 3.5 s after the last renewal.
-    let t = Timings {
-        lease_s: 5,
-        renew_ms: 2000,
-        retry_ms: 500,
-    };
+    let t = MARGIN;
     let s = Scene::new();
     let mut a = s.candidate("a", t);
     let pid = s.await_start("a", LEAD).pid;
@@ -842,11 +838,7 @@ fn a_stopped_leaders_child_is_killed_by_its_guardian_at_the_kill_point() {
 /// the command at the kill point.
 #[test]
 fn a_guardian_stopped_by_its_command_is_resumed_and_still_meets_the_kill_point() {
-    let t = Timings {
-        lease_s: 5,
-        renew_ms: 2000,
-        retry_ms: 500,
-    };
+    let t = MARGIN;
     let s = Scene::new();
     let stop_the_guardian = "kill -STOP \"$(cut -d' ' -f5 /proc/$$/stat)\"; exec \"$@\"";
     let mut args: Vec<OsString> = ["sh", "-c", stop_the_guardian, "sh"]

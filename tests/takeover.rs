@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libc::{SIGCONT, SIGKILL, SIGSTOP, SIGTERM};
-use support::env::Timings;
+use support::env::{Timings, MARGIN};
 use support::marks::{now_ns, secs, Nanos, OnTerm, Start};
 use support::procs::alive;
 use support::proxy::Proxy;
@@ -49,11 +49,7 @@ fn sleep_until(deadline: Instant) {
 
 #[test]
 fn a_restarted_instance_with_the_same_identity_keeps_its_place() {
-    let t = Timings {
-        lease_s: 5,
-        renew_ms: 2000,
-        retry_ms: 500,
-    };
+    let t = MARGIN;
     let s = Scene::new();
     let mut a = s.candidate("a", t);
     s.await_start("a", SOON);

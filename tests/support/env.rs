@@ -33,6 +33,15 @@ pub const STEADY: Timings = Timings {
     retry_ms: 500,
 };
 
+/// Deadlines well inside the lease: the renew deadline (2 s) and the kill point (3.5 s) come 3 s and
+/// 1.5 s before the lease (5 s) can expire, and the lease outlasts a freeze of about the renew
+/// deadline.
+pub const MARGIN: Timings = Timings {
+    lease_s: 5,
+    renew_ms: 2000,
+    retry_ms: 500,
+};
+
 /// Outlasts a raft election (1-2 s with the harness's cluster) with room to spare.
 pub const ROOMY: Timings = Timings {
     lease_s: 6,
