@@ -104,15 +104,16 @@ pub enum Notice {
     Fatal(String),
 }
 
-/// Which of the watched keys ahead of us a deletion took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which of the watched keys ahead of us a deletion took; ordered so that of several deletions
+/// in one message the greatest tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Ahead {
     /// None of them.
     Untouched,
-    /// The nearest (the farther one too, maybe).
-    Nearest,
     /// Only the farther one: the nearest is still there, and usually leads now.
     Farther,
+    /// The nearest (the farther one too, maybe).
+    Nearest,
 }
 
 /// What wakes the candidate thread. Each carries the session (and watch) it belongs to, so that

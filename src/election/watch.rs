@@ -140,12 +140,7 @@ impl Watched {
             };
             if own || ahead != Ahead::Untouched {
                 let (o, a, _) = found.unwrap_or((false, Ahead::Untouched, 0));
-                let a = match (a, ahead) {
-                    (Ahead::Nearest, _) | (_, Ahead::Nearest) => Ahead::Nearest,
-                    (Ahead::Farther, _) | (_, Ahead::Farther) => Ahead::Farther,
-                    _ => Ahead::Untouched,
-                };
-                found = Some((o || own, a, event.kv.mod_revision));
+                found = Some((o || own, a.max(ahead), event.kv.mod_revision));
             }
         }
         found

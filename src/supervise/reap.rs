@@ -17,7 +17,7 @@
 
 use std::fs;
 use std::io;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -68,10 +68,11 @@ impl Reaper {
                 // SAFETY: waitpid writes only to `status`; `pid` has exited, so it does not block.
                 let reaped = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
                 drop(gate);
-                if reaped == pid {
-                    guardian::reaped(pid);
+                if reaped != pid {
+                    continue;
                 }
-                if reaped == pid && events.send(Input::Reaped { pid, status }).is_err() {
+                guardian::reaped(pid);
+                if events.send(Input::Reaped { pid, status }).is_err() {
                     return;
                 }
             }
@@ -156,7 +157,7 @@ fn resume_if_guardian(pid: i32) {
 /// with is delivered, except the SIGTRAP that marks a traced `execve`, as a debugger would.
 /// Logged once.
 pub(super) fn release_tracee(pid: i32, signal: i32) {
-    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static LOGGED: AtomicBool = AtomicBool::new(false);
     let deliver = if signal == libc::SIGTRAP { 0 } else { signal };
     // SAFETY: PTRACE_DETACH takes a pid and a signal number; the address is ignored.
     unsafe {
